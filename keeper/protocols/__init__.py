@@ -1,0 +1,34 @@
+"""Protocol adapters: one per protocol kind, each knowing how to find accounts, value them
+and encode the call. Adapters never send.
+
+How to add one: create `keeper/protocols/<kind>/` with a frozen config dataclass, a
+`parse_config(section)` that validates its keys, and an adapter class with
+`start()`, `sync(head)`, `opportunities(ctx)`, `positions()` and `parse_outcome(receipt)`;
+then register it in KINDS below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def _kinds() -> dict[str, Any]:
+    from .aave_v3 import adapter as aave_v3
+
+    return {"aave_v3": aave_v3}
+
+
+def parse_protocol(section) -> Any:
+    kinds = _kinds()
+    kind = section.get("kind", lambda where, v: v)
+    if kind not in kinds:
+        raise ConfigError(f"{section.path}.kind: unknown protocol kind {kind!r} (known: {', '.join(sorted(kinds))})")
+    cfg = kinds[kind].parse_config(section)
+    section.done()
+    return cfg
+
+
+def build_adapter(cfg: Any, **deps: Any) -> Any:
+    return _kinds()[cfg.kind].Adapter(cfg, **deps)

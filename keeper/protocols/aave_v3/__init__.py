@@ -1,0 +1,1 @@
+"""Aave V3: liquidationCall on accounts with health factor below 1."""

@@ -1,0 +1,562 @@
+"""Aave V3 adapter: discovery from Borrow events, health in Multicall3 batches, sizing with
+the protocol's own rules (math.py), swap-back quotes, and the liquidationCall encoding.
+
+Per block this costs one HTTP request for every tracked account (getUserAccountData in
+aggregate3 chunks, sent as one JSON-RPC batch together with prices, reserve
+configurations and the keeper's inventory), plus, only when some account is
+liquidatable, one request for those accounts' per-reserve balances and one for quotes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ... import abi
+from ...config import Section, address, integer, one_of, boolean
+from ...errors import BadResponseError, ConfigError, RpcError
+from ...multicall import Call, Multicall
+from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
+from ...rpc import Rpc, parse_int
+from ...types import Approval, Head, Opportunity, TxPlan
+from . import math as am
+from .errors import explain
+
+POOL = abi.load("AavePool")
+ORACLE = abi.load("AaveOracle")
+PROVIDER = abi.load("AavePoolAddressesProvider")
+ERC20 = abi.load("ERC20")
+AGG = abi.load("ChainlinkAggregator")
+
+F_ACCOUNT = POOL.fn("getUserAccountData")
+F_USER_CONFIG = POOL.fn("getUserConfiguration")
+F_USER_EMODE = POOL.fn("getUserEMode")
+F_CONFIGURATION = POOL.fn("getConfiguration")
+F_RESERVE_DATA = POOL.fn("getReserveData")
+F_RESERVES = POOL.fn("getReservesList")
+F_EMODE = POOL.fn("getEModeCategoryData")
+F_LIQUIDATE = POOL.fn("liquidationCall")
+F_PRICES = ORACLE.fn("getAssetsPrices")
+F_PRICE = ORACLE.fn("getAssetPrice")
+F_SOURCE = ORACLE.fn("getSourceOfAsset")
+F_BASE_UNIT = ORACLE.fn("BASE_CURRENCY_UNIT")
+F_BALANCE = ERC20.fn("balanceOf")
+F_SYMBOL = ERC20.fn("symbol")
+F_DECIMALS = ERC20.fn("decimals")
+F_ROUND = AGG.fn("latestRoundData")
+EV_BORROW = POOL.event("Borrow")
+EV_LIQUIDATION = POOL.event("LiquidationCall")
+BORROW_TOPIC = EV_BORROW.topic0
+NATIVE_SYMBOLS = ("WETH", "ETH")
+
+
+@dataclass(frozen=True)
+class AaveV3Config:
+    kind: str
+    name: str
+    pool_addresses_provider: str
+    start_block: int
+    rules: str
+    gas_estimate: int
+    gas_limit: int
+    max_price_age_s: int | None
+    enabled: bool = True
+
+
+def parse_config(s: Section) -> AaveV3Config:
+    return AaveV3Config(
+        kind="aave_v3",
+        name=s.get("name", lambda w, v: v if isinstance(v, str) and v else _bad(w, "must be a non-empty string")),
+        pool_addresses_provider=s.get("pool_addresses_provider", address),
+        start_block=s.get("start_block", integer(0), 0),
+        rules=s.get("rules", one_of(*am.RULES), "v3.0"),
+        gas_estimate=s.get("gas_estimate", integer(21_000), 400_000),
+        gas_limit=s.get("gas_limit", integer(21_000), 1_000_000),
+        max_price_age_s=s.get("max_price_age_s", integer(1), None),
+        enabled=s.get("enabled", boolean, True),
+    )
+
+
+def _bad(where: str, msg: str):
+    raise ConfigError(f"{where}: {msg}")
+
+
+@dataclass(slots=True)
+class Reserve:
+    asset: str
+    symbol: str
+    id: int
+    decimals: int
+    a_token: str
+    stable_debt: str
+    variable_debt: str
+    price_source: str
+    configuration: int = 0
+    price: int = 0  # oracle base currency units
+    price_age_s: int | None = None
+
+    @property
+    def unit(self) -> int:
+        return 10**self.decimals
+
+    @property
+    def liquidation_threshold_bps(self) -> int:
+        return (self.configuration >> 16) & 0xFFFF
+
+    @property
+    def liquidation_bonus_bps(self) -> int:
+        return (self.configuration >> 32) & 0xFFFF
+
+    @property
+    def active(self) -> bool:
+        return bool((self.configuration >> 56) & 1)
+
+    @property
+    def paused(self) -> bool:
+        return bool((self.configuration >> 60) & 1)
+
+    @property
+    def protocol_fee_bps(self) -> int:
+        return (self.configuration >> 152) & 0xFFFF
+
+    @property
+    def emode_category(self) -> int:
+        return (self.configuration >> 168) & 0xFF
+
+
+@dataclass(frozen=True, slots=True)
+class AccountHealth:
+    collateral_base: int
+    debt_base: int
+    liquidation_threshold_bps: int
+    health_factor_wad: int
+
+
+@dataclass(frozen=True, slots=True)
+class AaveLiquidation:
+    """The chosen pair and size for one account, with its value breakdown (usd_e8)."""
+
+    user: str
+    collateral_asset: str
+    collateral_symbol: str
+    debt_asset: str
+    debt_symbol: str
+    debt_requested: int  # what liquidationCall is asked to cover (debt base units)
+    debt_to_cover: int  # what the protocol will take (debt base units)
+    collateral_to_liquidator: int  # collateral base units
+    protocol_fee: int  # collateral base units
+    health_factor_wad: int
+    close_factor_bps: int
+    bonus_usd_e8: int
+    protocol_fee_usd_e8: int
+    swap_cost_usd_e8: int
+    swap_fee_tier: int
+    swap_out: int  # debt base units from selling the collateral back
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "collateral": self.collateral_symbol,
+            "debt": self.debt_symbol,
+            "debt_to_cover": self.debt_to_cover,
+            "collateral_received": self.collateral_to_liquidator,
+            "protocol_fee": self.protocol_fee,
+            "health_factor": round(self.health_factor_wad / 1e18, 6),
+            "bonus_usd": self.bonus_usd_e8 / 1e8,
+            "protocol_fee_usd": self.protocol_fee_usd_e8 / 1e8,
+            "swap_cost_usd": self.swap_cost_usd_e8 / 1e8,
+            "swap_fee_tier": self.swap_fee_tier,
+        }
+
+
+@dataclass(slots=True)
+class Skip:
+    account: str
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    kind = "aave_v3"
+
+    def __init__(self, cfg: AaveV3Config, *, rpc: Rpc, multicall: Multicall, quoter: UniswapV3Quoter,
+                 keeper_address: str | None, chunk_blocks: int, log: Any):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.rpc = rpc
+        self.mc = multicall
+        self.quoter = quoter
+        self.keeper = keeper_address
+        self.chunk_blocks = chunk_blocks
+        self.log = log.bind(protocol=cfg.name)
+        self.pool = ""
+        self.oracle = ""
+        self.base_unit = 10**8
+        self.reserves: list[Reserve] = []
+        self.accounts: set[str] = set()
+        self.health: dict[str, AccountHealth] = {}
+        self.inventory: dict[str, int] | None = None  # debt asset -> keeper balance
+        self.synced_to = cfg.start_block - 1
+        self.last_skips: list[Skip] = []
+        self.last_opportunities: list[Opportunity] = []
+
+    # -- start-up ---------------------------------------------------------------------
+    async def start(self) -> None:
+        where = f"{self.name}.pool_addresses_provider"
+        code = await self.rpc.call("eth_getCode", [self.cfg.pool_addresses_provider, "latest"])
+        if not isinstance(code, str) or len(code) <= 2:
+            raise ConfigError(f"{where}: no contract at {self.cfg.pool_addresses_provider} on this chain")
+        res = await self.mc.run([
+            Call(self.cfg.pool_addresses_provider, PROVIDER.fn("getPool").encode()),
+            Call(self.cfg.pool_addresses_provider, PROVIDER.fn("getPriceOracle").encode()),
+        ])
+        if not all(ok and len(d) == 32 for ok, d in res):
+            raise ConfigError(f"{where}: {self.cfg.pool_addresses_provider} is not an Aave V3 PoolAddressesProvider")
+        self.pool = abi.to_checksum(PROVIDER.fn("getPool").decode_one(res[0][1]))
+        self.oracle = abi.to_checksum(PROVIDER.fn("getPriceOracle").decode_one(res[1][1]))
+        await self.load_reserves()
+        self.log.info("aave_ready", pool=self.pool, oracle=self.oracle,
+                      reserves=[r.symbol for r in self.reserves], rules=self.cfg.rules)
+
+    async def load_reserves(self) -> None:
+        (ok, data), (ok2, unit) = await self.mc.run([
+            Call(self.pool, F_RESERVES.encode()),
+            Call(self.oracle, F_BASE_UNIT.encode()),
+        ])
+        if not ok:
+            raise ConfigError(f"{self.name}: the pool {self.pool} does not answer getReservesList()")
+        assets = [abi.to_checksum(a) for a in F_RESERVES.decode_one(data)]
+        if ok2 and len(unit) == 32:
+            self.base_unit = F_BASE_UNIT.decode_one(unit)
+        calls: list[Call] = []
+        for a in assets:
+            calls += [Call(self.pool, F_RESERVE_DATA.encode(a)), Call(a, F_SYMBOL.encode()),
+                      Call(a, F_DECIMALS.encode()), Call(self.oracle, F_SOURCE.encode(a))]
+        res = await self.mc.run(calls)
+        reserves = []
+        for i, a in enumerate(assets):
+            (ok_d, rd), (ok_s, sym), (ok_dec, dec), (ok_src, src) = res[4 * i:4 * i + 4]
+            if not ok_d:
+                raise BadResponseError(f"getReserveData({a}) failed")
+            d = F_RESERVE_DATA.decode_one(rd)
+            symbol = _decode_symbol(sym) if ok_s else a[:10]
+            decimals = F_DECIMALS.decode_one(dec) if ok_dec and len(dec) == 32 else (d[0][0] >> 48) & 0xFF
+            if decimals > 36:
+                self.log.warning("odd_decimals", asset=a, decimals=decimals)
+            reserves.append(Reserve(
+                asset=a, symbol=symbol, id=d[7], decimals=decimals,
+                a_token=abi.to_checksum(d[8]), stable_debt=abi.to_checksum(d[9]),
+                variable_debt=abi.to_checksum(d[10]),
+                price_source=abi.to_checksum(F_SOURCE.decode_one(src)) if ok_src else "",
+                configuration=d[0][0],
+            ))
+        self.reserves = reserves
+
+    # -- discovery --------------------------------------------------------------------
+    async def sync(self, head: Head) -> int:
+        """Read Borrow events from the last synced block to head, in chunks. Returns new accounts."""
+        before = len(self.accounts)
+        start = self.synced_to + 1
+        chunk = self.chunk_blocks
+        while start <= head.number:
+            end = min(start + chunk - 1, head.number)
+            try:
+                logs = await self.rpc.call("eth_getLogs", [{
+                    "address": self.pool, "fromBlock": hex(start), "toBlock": hex(end), "topics": [BORROW_TOPIC]}])
+            except RpcError as e:
+                if chunk > 1 and ("range" in e.rpc_message.lower() or "limit" in e.rpc_message.lower()
+                                  or "too many" in e.rpc_message.lower() or e.code in (-32005, -32602)):
+                    chunk = max(1, chunk // 2)
+                    self.log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
+                    continue
+                raise
+            if not isinstance(logs, list):
+                raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+            for lg in logs:
+                try:
+                    self.accounts.add(abi.to_checksum("0x" + lg["topics"][2][-40:]))
+                except (KeyError, IndexError, TypeError):
+                    raise BadResponseError("eth_getLogs: malformed Borrow log") from None
+            self.synced_to = end
+            start = end + 1
+        return len(self.accounts) - before
+
+    # -- refresh ----------------------------------------------------------------------
+    def _block_calls(self, accounts: list[str]) -> list[Call]:
+        calls = [Call(self.oracle, F_PRICES.encode([r.asset for r in self.reserves]))]
+        calls += [Call(self.pool, F_CONFIGURATION.encode(r.asset)) for r in self.reserves]
+        if self.cfg.max_price_age_s:
+            calls += [Call(r.price_source, F_ROUND.encode()) for r in self.reserves]
+        if self.keeper:
+            calls += [Call(r.asset, F_BALANCE.encode(self.keeper)) for r in self.reserves]
+        calls += [Call(self.pool, F_ACCOUNT.encode(a)) for a in accounts]
+        return calls
+
+    async def refresh(self, head: Head) -> list[str]:
+        """One batched read of prices, reserve configurations, inventory and every account's
+        health. Returns the liquidatable accounts."""
+        accounts = sorted(self.accounts)
+        res = await self.mc.run(self._block_calls(accounts), head.number)
+        n = len(self.reserves)
+        ok, data = res[0]
+        if not ok:
+            raise BadResponseError("AaveOracle.getAssetsPrices reverted")
+        prices = F_PRICES.decode_one(data)
+        for r, p in zip(self.reserves, prices):
+            r.price = p
+        i = 1
+        for r in self.reserves:
+            ok, data = res[i]
+            if ok:
+                r.configuration = F_CONFIGURATION.decode_one(data)[0]
+            i += 1
+        if self.cfg.max_price_age_s:
+            for r in self.reserves:
+                ok, data = res[i]
+                r.price_age_s = head.timestamp - F_ROUND.decode(data)[3] if ok and len(data) >= 160 else None
+                i += 1
+        if self.keeper:
+            inv = {}
+            for r in self.reserves:
+                ok, data = res[i]
+                inv[r.asset] = F_BALANCE.decode_one(data) if ok and len(data) == 32 else 0
+                i += 1
+            self.inventory = inv
+        liquidatable: list[str] = []
+        health: dict[str, AccountHealth] = {}
+        for a, (ok, data) in zip(accounts, res[i:]):
+            if not ok or len(data) != 192:
+                continue
+            coll, debt, _avail, lt, _ltv, hf = F_ACCOUNT.decode(data)
+            if debt == 0:
+                self.accounts.discard(a)  # repaid: a new Borrow event brings it back
+                continue
+            health[a] = AccountHealth(coll, debt, lt, hf)
+            if am.is_liquidatable(hf, debt):
+                liquidatable.append(a)
+        self.health = health
+        return liquidatable
+
+    # -- opportunities ----------------------------------------------------------------
+    async def opportunities(self, head: Head) -> list[Opportunity]:
+        liquidatable = await self.refresh(head)
+        self.last_skips = []
+        if not liquidatable:
+            self.last_opportunities = []
+            return []
+        bad_prices = {r.asset for r in self.reserves if r.price <= 0}
+        stale = {r.asset for r in self.reserves
+                 if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
+        positions = await self._positions(liquidatable, head.number)
+        candidates: list[tuple[str, AaveLiquidation | None, am.Side, am.Side, Reserve, Reserve]] = []
+        for user, pos in positions.items():
+            hf = self.health[user].health_factor_wad
+            total_debt = self.health[user].debt_base
+            found = False
+            for c in self.reserves:
+                coll_bal = pos["collateral"].get(c.asset, 0)
+                if coll_bal == 0 or not pos["uses_as_collateral"](c.id) or c.liquidation_threshold_bps == 0:
+                    continue
+                for d in self.reserves:
+                    debt_bal = pos["debt"].get(d.asset, 0)
+                    if debt_bal == 0:
+                        continue
+                    found = True
+                    if not (c.active and d.active) or c.paused or d.paused:
+                        self.last_skips.append(Skip(user, "reserve_paused_or_inactive", {"collateral": c.symbol, "debt": d.symbol}))
+                        continue
+                    if {c.asset, d.asset} & bad_prices:
+                        self.last_skips.append(Skip(user, "zero_price", {"collateral": c.symbol, "debt": d.symbol}))
+                        continue
+                    if {c.asset, d.asset} & stale:
+                        self.last_skips.append(Skip(user, "stale_price", {"collateral": c.symbol, "debt": d.symbol}))
+                        continue
+                    bonus, c_price, d_price = self._bonus_and_prices(pos, c, d)
+                    coll = am.Side(price=c_price, unit=c.unit, balance=coll_bal)
+                    debt = am.Side(price=d_price, unit=d.unit, balance=debt_bal)
+                    inv = None if self.inventory is None else self.inventory.get(d.asset, 0)
+                    limit = am.max_liquidatable_debt(self.cfg.rules, hf, debt, coll, total_debt)
+                    requested = limit if inv is None else min(limit, inv)
+                    liq = am.size_liquidation(self.cfg.rules, hf, debt, coll, total_debt, bonus, c.protocol_fee_bps, inv)
+                    if liq is None:
+                        reason = "no_inventory" if inv == 0 else "dust_or_zero_size"
+                        self.last_skips.append(Skip(user, reason, {"collateral": c.symbol, "debt": d.symbol}))
+                        continue
+                    candidates.append((user, _draft(user, c, d, requested, liq, hf, bonus, coll, debt), coll, debt, c, d))
+            if not found:
+                self.last_skips.append(Skip(user, "no_collateral_debt_pair"))
+        if not candidates:
+            self.last_opportunities = []
+            return []
+        quotes = await self.quoter.quote_many(
+            [QuoteRequest(c.asset, d.asset, draft.collateral_to_liquidator) for _, draft, _, _, c, d in candidates],
+            head.number)
+        best: dict[str, Opportunity] = {}
+        for (user, draft, coll, debt, c, d), q in zip(candidates, quotes):
+            if q is None:
+                self.last_skips.append(Skip(user, "no_swap_route", {"collateral": c.symbol, "debt": d.symbol}))
+                continue
+            opp = self._price(head, draft, coll, debt, c, d, q.amount_out, q.fee_tier)
+            cur = best.get(user)
+            if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
+                best[user] = opp
+        self.last_opportunities = list(best.values())
+        return self.last_opportunities
+
+    def _bonus_and_prices(self, pos: dict[str, Any], c: Reserve, d: Reserve) -> tuple[int, int, int]:
+        bonus, c_price, d_price = c.liquidation_bonus_bps, c.price, d.price
+        emode = pos.get("emode")
+        if emode:
+            cat_bonus, cat_price = emode
+            if c.emode_category == pos["emode_id"]:
+                bonus = cat_bonus
+                if cat_price:
+                    c_price = cat_price
+            if cat_price:
+                d_price = cat_price
+        return bonus, c_price, d_price
+
+    def _to_usd_e8(self, base: int) -> int:
+        return base * 10**8 // self.base_unit
+
+    def _price(self, head: Head, draft: AaveLiquidation, coll: am.Side, debt: am.Side, c: Reserve, d: Reserve,
+               swap_out: int, fee_tier: int) -> Opportunity:
+        debt_value = debt.to_base(draft.debt_to_cover)
+        received_value = coll.to_base(draft.collateral_to_liquidator)
+        fee_value = coll.to_base(draft.protocol_fee)
+        taken_value = coll.to_base(draft.collateral_to_liquidator + draft.protocol_fee)
+        swap_value = debt.to_base(swap_out)
+        detail = AaveLiquidation(
+            **{**_fields(draft),
+               "bonus_usd_e8": self._to_usd_e8(taken_value - debt_value),
+               "protocol_fee_usd_e8": self._to_usd_e8(fee_value),
+               "swap_cost_usd_e8": self._to_usd_e8(received_value - swap_value),
+               "swap_fee_tier": fee_tier, "swap_out": swap_out})
+        plan = TxPlan(
+            to=self.pool,
+            data=F_LIQUIDATE.encode(c.asset, d.asset, draft.user, draft.debt_requested, False),
+            gas_limit=self.cfg.gas_limit,
+            approvals=(Approval(d.asset, self.pool, draft.debt_requested),),
+            description=f"liquidationCall {c.symbol}/{d.symbol} {draft.user}",
+        )
+        return Opportunity(
+            protocol=self.name, kind=self.kind, account=draft.user, block=head.number,
+            gross_profit_usd_e8=self._to_usd_e8(swap_value - debt_value),
+            gas_units=self.cfg.gas_estimate, plan=plan,
+            spend=((d.asset, draft.debt_requested),), detail=detail,
+            risk_e18=10**18 - min(draft.health_factor_wad, 10**18),
+        )
+
+    async def _positions(self, users: list[str], block: int) -> dict[str, dict[str, Any]]:
+        calls: list[Call] = []
+        per_user = 2 + 3 * len(self.reserves)
+        for u in users:
+            calls += [Call(self.pool, F_USER_CONFIG.encode(u)), Call(self.pool, F_USER_EMODE.encode(u))]
+            for r in self.reserves:
+                calls += [Call(r.a_token, F_BALANCE.encode(u)), Call(r.stable_debt, F_BALANCE.encode(u)),
+                          Call(r.variable_debt, F_BALANCE.encode(u))]
+        res = await self.mc.run(calls, block)
+        out: dict[str, dict[str, Any]] = {}
+        emode_ids: set[int] = set()
+        for k, u in enumerate(users):
+            chunk = res[k * per_user:(k + 1) * per_user]
+            (ok_c, cfg_data), (ok_e, em_data) = chunk[0], chunk[1]
+            if not ok_c:
+                continue
+            bitmap = F_USER_CONFIG.decode_one(cfg_data)[0]
+            emode_id = F_USER_EMODE.decode_one(em_data) if ok_e else 0
+            collateral, debt = {}, {}
+            for j, r in enumerate(self.reserves):
+                (ok_a, a), (ok_s, s), (ok_v, v) = chunk[2 + 3 * j:5 + 3 * j]
+                bal = F_BALANCE.decode_one(a) if ok_a else 0
+                if bal:
+                    collateral[r.asset] = bal
+                dbt = (F_BALANCE.decode_one(s) if ok_s and len(s) == 32 else 0) + (F_BALANCE.decode_one(v) if ok_v else 0)
+                if dbt:
+                    debt[r.asset] = dbt
+            if emode_id:
+                emode_ids.add(emode_id)
+            out[u] = {"collateral": collateral, "debt": debt, "emode_id": emode_id,
+                      "uses_as_collateral": (lambda rid, b=bitmap: bool((b >> (rid * 2 + 1)) & 1))}
+        if emode_ids:
+            ids = sorted(emode_ids)
+            res = await self.mc.run([Call(self.pool, F_EMODE.encode(i)) for i in ids], block)
+            cats: dict[int, tuple[int, int]] = {}
+            srcs = []
+            for i, (ok, data) in zip(ids, res):
+                if ok:
+                    cat = F_EMODE.decode_one(data)  # (ltv, liquidationThreshold, liquidationBonus, priceSource, label)
+                    cats[i] = (cat[2], 0)
+                    if int(cat[3], 16) if isinstance(cat[3], str) else cat[3]:
+                        srcs.append((i, cat[3]))
+            if srcs:
+                pres = await self.mc.run([Call(self.oracle, F_PRICE.encode(s)) for _, s in srcs], block)
+                for (i, _), (ok, data) in zip(srcs, pres):
+                    if ok:
+                        cats[i] = (cats[i][0], F_PRICE.decode_one(data))
+            for pos in out.values():
+                if pos["emode_id"] in cats:
+                    pos["emode"] = cats[pos["emode_id"]]
+        return out
+
+    # -- views and outcomes -----------------------------------------------------------
+    def explain_revert(self, reason: str) -> str:
+        return explain(reason)
+
+    def parse_outcome(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        for lg in receipt.get("logs", []):
+            if lg.get("topics") and lg["topics"][0] == EV_LIQUIDATION.topic0 and lg["address"].lower() == self.pool.lower():
+                ev = EV_LIQUIDATION.decode(lg)
+                return {"debt_repaid": ev["debtToCover"], "collateral_received": ev["liquidatedCollateralAmount"],
+                        "collateral_asset": abi.to_checksum(ev["collateralAsset"]),
+                        "debt_asset": abi.to_checksum(ev["debtAsset"]), "user": abi.to_checksum(ev["user"])}
+        return {}
+
+    def symbol(self, asset: str) -> str:
+        for r in self.reserves:
+            if r.asset.lower() == asset.lower():
+                return r.symbol
+        return asset
+
+    def reserve(self, asset: str) -> Reserve | None:
+        for r in self.reserves:
+            if r.asset.lower() == asset.lower():
+                return r
+        return None
+
+    def native_price_usd_e8(self) -> int | None:
+        for r in self.reserves:
+            if r.symbol.upper() in NATIVE_SYMBOLS and r.price > 0:
+                return self._to_usd_e8(r.price)
+        return None
+
+    def positions(self) -> list[dict[str, Any]]:
+        best = {o.account: o for o in self.last_opportunities}
+        rows = []
+        for a, h in self.health.items():
+            rows.append({"protocol": self.name, "account": a, "collateral_usd": self._to_usd_e8(h.collateral_base) / 1e8,
+                         "debt_usd": self._to_usd_e8(h.debt_base) / 1e8,
+                         "health_factor": h.health_factor_wad / 1e18, "opportunity": best.get(a)})
+        rows.sort(key=lambda r: r["health_factor"])
+        return rows
+
+
+def _draft(user: str, c: Reserve, d: Reserve, requested: int, liq: am.Liquidation, hf: int, bonus: int,
+           coll: am.Side, debt: am.Side) -> AaveLiquidation:
+    return AaveLiquidation(
+        user=user, collateral_asset=c.asset, collateral_symbol=c.symbol, debt_asset=d.asset, debt_symbol=d.symbol,
+        debt_requested=requested, debt_to_cover=liq.debt_to_cover,
+        collateral_to_liquidator=liq.collateral_to_liquidator, protocol_fee=liq.protocol_fee,
+        health_factor_wad=hf, close_factor_bps=am.close_factor_bps(hf),
+        bonus_usd_e8=0, protocol_fee_usd_e8=0, swap_cost_usd_e8=0, swap_fee_tier=0, swap_out=0)
+
+
+def _fields(x: AaveLiquidation) -> dict[str, Any]:
+    return {f: getattr(x, f) for f in x.__dataclass_fields__}
+
+
+def _decode_symbol(data: bytes) -> str:
+    try:
+        return ERC20.fn("symbol").decode_one(data)
+    except Exception:
+        return data[:32].rstrip(b"\0").decode("utf-8", "replace") or "?"

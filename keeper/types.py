@@ -1,0 +1,77 @@
+"""Plain data passed between the stages. On-chain amounts are integers in raw units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    number: int
+    timestamp: int
+    base_fee_wei: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    token: str
+    spender: str
+    amount: int  # token base units
+
+
+@dataclass(frozen=True, slots=True)
+class TxPlan:
+    """A call the keeper would make: built by an adapter, sent only by an executor."""
+
+    to: str
+    data: bytes
+    gas_limit: int  # upper bound for this call
+    value: int = 0
+    approvals: tuple[Approval, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Opportunity:
+    """One way to earn from one account, valued in USD with 8 decimals (usd_e8)."""
+
+    protocol: str  # the adapter's configured name
+    kind: str  # the protocol kind, e.g. "aave_v3"
+    account: str
+    block: int
+    gross_profit_usd_e8: int  # what the action pays after protocol fee and swap cost, before gas
+    gas_units: int  # expected gas (refined by simulation)
+    plan: TxPlan
+    spend: tuple[tuple[str, int], ...] = ()  # (token, base units) taken from inventory
+    detail: Any = None  # protocol-specific sizing (e.g. AaveLiquidation)
+    risk_e18: int = 0  # ties broken by the larger risk (e.g. lower health factor)
+
+    @property
+    def key(self) -> str:
+        """At most one action per protocol and account is in flight at a time."""
+        return f"{self.protocol}:{self.account.lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """An opportunity after gas: what the ranking acts on."""
+
+    opp: Opportunity
+    gas_cost_usd_e8: int
+    net_profit_usd_e8: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one opportunity once the executor handled it."""
+
+    opp: Opportunity
+    status: str  # confirmed | failed | skipped | dry_run
+    reason: str = ""
+    tx_hash: str | None = None
+    gas_used: int = 0
+    gas_cost_wei: int = 0
+    expected_profit_usd_e8: int = 0
+    realized: dict[str, Any] = field(default_factory=dict)  # protocol-reported amounts
