@@ -25,8 +25,29 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _LateStream:
+    """Writes to whatever sys.stdout / sys.stderr is at the time of writing (test capture,
+    redirections), instead of the object that was current when logging was set up."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def write(self, s: str) -> int:
+        return getattr(sys, self.name).write(s)
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
+
+    def isatty(self) -> bool:
+        return getattr(sys, self.name).isatty()
+
+
 def setup(level: str = "info", json_lines: bool | None = None, stream=None) -> None:
     stream = stream or sys.stdout
+    if stream is sys.stdout:
+        stream = _LateStream("stdout")
+    elif stream is sys.stderr:
+        stream = _LateStream("stderr")
     if json_lines is None:
         json_lines = not stream.isatty()
     renderer: Any = (

@@ -49,6 +49,7 @@ EV_BORROW = POOL.event("Borrow")
 EV_LIQUIDATION = POOL.event("LiquidationCall")
 BORROW_TOPIC = EV_BORROW.topic0
 NATIVE_SYMBOLS = ("WETH", "ETH")
+MAX_UINT = 2**256 - 1
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class AaveLiquidation:
     collateral_symbol: str
     debt_asset: str
     debt_symbol: str
-    debt_requested: int  # what liquidationCall is asked to cover (debt base units)
+    debt_requested: int  # debtToCover passed to liquidationCall (2**256-1: all the rules allow)
     debt_to_cover: int  # what the protocol will take (debt base units)
     collateral_to_liquidator: int  # collateral base units
     protocol_fee: int  # collateral base units
@@ -199,6 +200,7 @@ class Adapter:
         self.synced_to = cfg.start_block - 1
         self.last_skips: list[Skip] = []
         self.last_opportunities: list[Opportunity] = []
+        self.last_candidates: dict[str, list[tuple[tuple[str, str], int]]] = {}
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -341,6 +343,7 @@ class Adapter:
     async def opportunities(self, head: Head) -> list[Opportunity]:
         liquidatable = await self.refresh(head)
         self.last_skips = []
+        self.last_candidates = {}
         if not liquidatable:
             self.last_opportunities = []
             return []
@@ -382,6 +385,10 @@ class Adapter:
                         reason = "no_inventory" if inv == 0 else "dust_or_zero_size"
                         self.last_skips.append(Skip(user, reason, {"collateral": c.symbol, "debt": d.symbol}))
                         continue
+                    if requested >= debt.balance:
+                        # a full close: ask for "all allowed" so the interest accrued by the
+                        # next block is repaid too and no dust debt is left behind
+                        requested = MAX_UINT
                     candidates.append((user, _draft(user, c, d, requested, liq, hf, bonus, coll, debt), coll, debt, c, d))
             if not found:
                 self.last_skips.append(Skip(user, "no_collateral_debt_pair"))
@@ -397,6 +404,7 @@ class Adapter:
                 self.last_skips.append(Skip(user, "no_swap_route", {"collateral": c.symbol, "debt": d.symbol}))
                 continue
             opp = self._price(head, draft, coll, debt, c, d, q.amount_out, q.fee_tier)
+            self.last_candidates.setdefault(user, []).append(((c.symbol, d.symbol), opp.gross_profit_usd_e8))
             cur = best.get(user)
             if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
                 best[user] = opp
@@ -436,14 +444,14 @@ class Adapter:
             to=self.pool,
             data=F_LIQUIDATE.encode(c.asset, d.asset, draft.user, draft.debt_requested, False),
             gas_limit=self.cfg.gas_limit,
-            approvals=(Approval(d.asset, self.pool, draft.debt_requested),),
+            approvals=(Approval(d.asset, self.pool, draft.debt_to_cover),),
             description=f"liquidationCall {c.symbol}/{d.symbol} {draft.user}",
         )
         return Opportunity(
             protocol=self.name, kind=self.kind, account=draft.user, block=head.number,
             gross_profit_usd_e8=self._to_usd_e8(swap_value - debt_value),
             gas_units=self.cfg.gas_estimate, plan=plan,
-            spend=((d.asset, draft.debt_requested),), detail=detail,
+            spend=((d.asset, draft.debt_to_cover),), detail=detail,
             risk_e18=10**18 - min(draft.health_factor_wad, 10**18),
         )
 

@@ -1,0 +1,94 @@
+"""`keeper demo`: devnet up, seeded borrowers, a price shock, the keeper liquidating live,
+a summary table, shut down. Everything on the local chain; nothing leaves this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from . import log as logmod
+from .types import Outcome
+
+REPO = Path(__file__).resolve().parent.parent
+# anvil's well-known test account #1: the devnet keeper. Public, for the local chain only.
+DEVNET_KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+MAX_ROUNDS = 12
+
+
+def demo(n_borrowers: int, asset: str, pct: Decimal, port: int) -> int:
+    from .devnet import ensure_state, shock, start_devnet
+
+    t0 = time.monotonic()
+    print(f"[1/4] devnet: real Aave V3 + Uniswap V3 on anvil, {n_borrowers} seeded borrowers "
+          "(the first run deploys and caches the chain state)", flush=True)
+    ensure_state(n_borrowers)
+    node, dep = start_devnet(port=port, n_borrowers=n_borrowers, log_path=REPO / ".devnet" / "demo-anvil.log")
+    try:
+        print(f"      ready on {node.url} ({time.monotonic() - t0:.1f}s)", flush=True)
+        old, new = shock(node.url, dep, asset, pct)
+        print(f"[2/4] price shock: {asset} {old / 1e8:,.2f} -> {new / 1e8:,.2f} USD ({pct:+}%)", flush=True)
+        print("[3/4] keeper running live (log lines on stderr)", flush=True)
+        outcomes, adapter = asyncio.run(_run_keeper(node.url))
+        print("[4/4] summary", flush=True)
+        _summary(outcomes, adapter)
+    finally:
+        node.stop()
+    print(f"devnet stopped; total {time.monotonic() - t0:.1f}s")
+    confirmed = [o for o in outcomes if o.status == "confirmed"]
+    return 0 if confirmed else 1
+
+
+async def _run_keeper(url: str) -> tuple[list[Outcome], Any]:
+    from .app import Keeper
+    from .config import load_config
+
+    env = dict(os.environ)
+    env["KEEPER_RPC_URL"] = url
+    env.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)
+    cfg = load_config(REPO / "config" / "devnet.toml", environ=env)
+    os.environ.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)
+    keeper = Keeper(cfg, dry_run=False, log=logmod.get())
+    try:
+        await keeper.start()
+        for _ in range(MAX_ROUNDS):
+            head = await keeper.read_head()
+            outs = await keeper.cycle(head)
+            if not any(o.status == "confirmed" for o in outs):
+                break
+            await keeper.rpc.call("evm_mine", [])
+        adapter = next(iter(keeper.adapters.values()))
+        return list(keeper.executor.outcomes), adapter
+    finally:
+        await keeper.close()
+
+
+def _fmt(amount: int, decimals: int) -> str:
+    return f"{Decimal(amount) / Decimal(10**decimals):,.6f}".rstrip("0").rstrip(".")
+
+
+def _summary(outcomes: list[Outcome], adapter: Any) -> None:
+    confirmed = [o for o in outcomes if o.status == "confirmed"]
+    print(f"{'account':<42} {'debt repaid':>22} {'collateral seized':>24} {'expected $':>11} {'realized $':>11}")
+    total_exp = total_real = 0
+    for o in confirmed:
+        r = o.realized
+        d, c = adapter.reserve(r["debt_asset"]), adapter.reserve(r["collateral_asset"])
+        # realized: collateral received minus debt repaid at the oracle prices, minus gas at the ETH price
+        value = (r["collateral_received"] * c.price // c.unit - r["debt_repaid"] * d.price // d.unit) * 10**8 // adapter.base_unit
+        gas_usd_e8 = o.gas_cost_wei * (adapter.native_price_usd_e8() or 0) // 10**18
+        realized = value - gas_usd_e8
+        total_exp += o.expected_profit_usd_e8
+        total_real += realized
+        print(f"{o.opp.account:<42} {_fmt(r['debt_repaid'], d.decimals) + ' ' + d.symbol:>22} "
+              f"{_fmt(r['collateral_received'], c.decimals) + ' ' + c.symbol:>24} "
+              f"{o.expected_profit_usd_e8 / 1e8:>11,.2f} {realized / 1e8:>11,.2f}")
+    skipped = sum(1 for o in outcomes if o.status == "skipped")
+    failed = sum(1 for o in outcomes if o.status == "failed")
+    print(f"{len(confirmed)} liquidations confirmed, {failed} failed, {skipped} skipped; "
+          f"expected ${total_exp / 1e8:,.2f}, realized ${total_real / 1e8:,.2f} "
+          "(realized = collateral at the oracle price - debt repaid - gas)")

@@ -1,0 +1,205 @@
+"""Run a local anvil node as a child process.
+
+    with Anvil(port=0, log_path=Path(".devnet/anvil.log")) as node:
+        print(node.url)
+
+stdout/stderr go to a log file (anvil logs every RPC call; an undrained pipe would block it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ANVIL = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+CHAIN_ID = 31337
+DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def find_anvil() -> str:
+    """ANVIL_BIN, else <repo>/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil, else PATH."""
+    env = os.environ.get("ANVIL_BIN")
+    if env:
+        if os.path.isfile(env) and os.access(env, os.X_OK):
+            return env
+        raise RuntimeError(f"ANVIL_BIN={env!r} is not an executable file")
+    if DEFAULT_ANVIL.is_file() and os.access(DEFAULT_ANVIL, os.X_OK):
+        return str(DEFAULT_ANVIL)
+    found = shutil.which("anvil")
+    if found:
+        return found
+    raise RuntimeError(
+        "anvil not found: set ANVIL_BIN, run `npm ci` in the repository root "
+        f"(expects {DEFAULT_ANVIL}), or put anvil on PATH"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:])
+
+
+class Anvil:
+    def __init__(
+        self,
+        port: int = 8545,
+        state_load: Path | None = None,
+        state_dump: Path | None = None,
+        log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        start_timeout_s: float = 20.0,
+    ):
+        self.port = port
+        self.state_load = Path(state_load) if state_load else None
+        self.state_dump = Path(state_dump) if state_dump else None
+        self.log_path = Path(log_path) if log_path else REPO_ROOT / ".devnet" / "anvil.log"
+        self.extra_args = list(extra_args)
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            find_anvil(),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--chain-id", str(CHAIN_ID),
+            "--mnemonic", DEFAULT_MNEMONIC,
+            "--accounts", "10",
+        ]
+        if self.state_load is not None:
+            if not self.state_load.is_file():
+                raise RuntimeError(f"anvil state file not found: {self.state_load}")
+            cmd += ["--load-state", str(self.state_load)]
+        if self.state_dump is not None:
+            cmd += ["--dump-state", str(self.state_dump)]
+        return cmd + self.extra_args
+
+    def start(self) -> "Anvil":
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError(f"anvil already running on {self.url}")
+        if self.port == 0:
+            self.port = free_port()
+        cmd = self.command()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal does not hit anvil mid-dump
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+        delay = 0.005
+        while True:
+            assert self.proc is not None
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(
+                    f"anvil exited with code {rc} while starting on port {self.port} "
+                    f"(log {self.log_path}):\n{_tail(self.log_path)}"
+                )
+            # "Listening on" proves that *this* process bound the port (a node already on the
+            # port would answer eth_chainId too, while ours exits with "address in use").
+            if not self._listening():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"anvil did not start listening on {self.url} within {self.start_timeout_s}s "
+                        f"(log {self.log_path}):\n{_tail(self.log_path)}"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+                continue
+            try:
+                req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=1.0) as resp:
+                    answer = json.loads(resp.read())
+                if int(answer["result"], 16) != CHAIN_ID:
+                    raise RuntimeError(
+                        f"something else answers on {self.url} (chain id {answer['result']}); "
+                        "is the port already in use?"
+                    )
+                return
+            except (urllib.error.URLError, ConnectionError, OSError, KeyError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"anvil did not answer eth_chainId on {self.url} within {self.start_timeout_s}s "
+                    f"(log {self.log_path}):\n{_tail(self.log_path)}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+
+    def _listening(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as f:
+                head = f.read(262144)
+        except OSError:
+            return False
+        return f"Listening on 127.0.0.1:{self.port}".encode() in head
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (anvil writes --dump-state then), wait, SIGKILL as a fallback."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "Anvil":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort: never leave a node behind
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+        except Exception:
+            pass

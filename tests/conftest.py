@@ -1,0 +1,132 @@
+"""One devnet per test session (loaded from the cached chain state), snapshot/revert per test."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+REPO = Path(__file__).resolve().parent.parent
+DEVNET_CONFIG = REPO / "config" / "devnet.toml"
+N_BORROWERS = 40
+# anvil's public test account #1: the devnet keeper (local chain only)
+KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+KEEPER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def rpc(url: str, method: str, params: list[Any] | None = None) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        reply = json.loads(resp.read())
+    if "error" in reply:
+        raise RuntimeError(f"{method}: {reply['error']}")
+    return reply["result"]
+
+
+class Chain:
+    """Test-side handle on the devnet: raw calls, balances, price moves, impersonated sends."""
+
+    def __init__(self, url: str, dep: Any):
+        self.url = url
+        self.dep = dep
+
+    def call(self, method: str, params: list[Any] | None = None) -> Any:
+        return rpc(self.url, method, params)
+
+    def block_number(self) -> int:
+        return int(self.call("eth_blockNumber"), 16)
+
+    def nonce(self, addr: str) -> int:
+        return int(self.call("eth_getTransactionCount", [addr, "latest"]), 16)
+
+    def view(self, to: str, fn: Any, *args: Any, block: str = "latest") -> Any:
+        data = self.call("eth_call", [{"to": to, "data": "0x" + fn.encode(*args).hex()}, block])
+        return fn.decode(bytes.fromhex(data[2:]))
+
+    def balance(self, symbol: str, who: str) -> int:
+        from keeper import abi
+
+        return self.view(self.dep.tokens[symbol], abi.load("ERC20").fn("balanceOf"), who)[0]
+
+    def shock(self, symbol: str, pct: float | int) -> tuple[int, int]:
+        from keeper.devnet import shock
+
+        return shock(self.url, self.dep, symbol, pct)
+
+    def open_position(self, borrower: str, supply: dict[str, int], borrow: tuple[str, int]) -> None:
+        """A new Aave V3 borrower: mint and supply each collateral (base units), borrow one asset."""
+        from keeper import abi
+
+        erc20, pool = abi.load("ERC20"), abi.load("AavePool")
+        self.call("anvil_setBalance", [borrower, hex(10**20)])
+        for sym, amount in supply.items():
+            tok = self.dep.tokens[sym]
+            self.send_as(borrower, tok, erc20.fn("mint(uint256)").encode(amount))
+            self.send_as(borrower, tok, erc20.fn("approve").encode(self.dep.pool, amount))
+            self.send_as(borrower, self.dep.pool, pool.fn("supply").encode(tok, amount, borrower, 0))
+        sym, amount = borrow
+        self.send_as(borrower, self.dep.pool, pool.fn("borrow").encode(self.dep.tokens[sym], amount, 2, 0, borrower))
+
+    def send_as(self, sender: str, to: str, data: bytes) -> dict[str, Any]:
+        self.call("anvil_impersonateAccount", [sender])
+        h = self.call("eth_sendTransaction", [{"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(2_000_000)}])
+        rc = None
+        for _ in range(200):
+            rc = self.call("eth_getTransactionReceipt", [h])
+            if rc:
+                break
+            time.sleep(0.01)
+        assert rc and rc["status"] == "0x1", rc
+        return rc
+
+
+@pytest.fixture(scope="session")
+def devnet():
+    from keeper.devnet import start_devnet
+
+    node, dep = start_devnet(port=0, n_borrowers=N_BORROWERS, log_path=REPO / ".devnet" / "test-anvil.log")
+    try:
+        yield node, dep
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def chain(devnet):
+    node, dep = devnet
+    snap = rpc(node.url, "evm_snapshot")
+    try:
+        yield Chain(node.url, dep)
+    finally:
+        rpc(node.url, "evm_revert", [snap])
+
+
+def keeper_env(chain: Chain, **extra: str) -> dict[str, str]:
+    return {"KEEPER_RPC_URL": chain.url, "KEEPER_PRIVATE_KEY": KEEPER_KEY, **extra}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_keeper(chain, monkeypatch):
+    """Build and start an in-process keeper on the devnet; closed after the test."""
+    from keeper.app import Keeper
+    from keeper.config import load_config
+
+    made: list[Keeper] = []
+    monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)
+
+    async def make(dry_run: bool = False, **env: str) -> Keeper:
+        cfg = load_config(DEVNET_CONFIG, environ=keeper_env(chain, **env))
+        k = Keeper(cfg, dry_run=dry_run)
+        made.append(k)
+        await k.start()
+        return k
+
+    yield make
+    for k in made:
+        await k.close()
