@@ -74,6 +74,7 @@ def _fmt(amount: int, decimals: int) -> str:
 def _summary(outcomes: list[Outcome], adapter: Any) -> None:
     confirmed = [o for o in outcomes if o.status == "confirmed"]
     print(f"{'account':<42} {'debt repaid':>22} {'collateral seized':>24} {'expected $':>11} {'realized $':>11}")
+    print(f"{'':<42} {'':>22} {'':>24} {'(swap back)':>11} {'(oracle)':>11}")
     total_exp = total_real = 0
     for o in confirmed:
         r = o.realized
@@ -91,4 +92,5 @@ def _summary(outcomes: list[Outcome], adapter: Any) -> None:
     failed = sum(1 for o in outcomes if o.status == "failed")
     print(f"{len(confirmed)} liquidations confirmed, {failed} failed, {skipped} skipped; "
           f"expected ${total_exp / 1e8:,.2f}, realized ${total_real / 1e8:,.2f} "
-          "(realized = collateral at the oracle price - debt repaid - gas)")
+          "\nexpected: the keeper's estimate before sending, selling the collateral back on Uniswap V3 at a real quote, after gas"
+          "\nrealized: from the LiquidationCall events, collateral at the oracle price - debt repaid - gas paid")
