@@ -201,6 +201,11 @@ class JsonRpc:
 
         Without "gas" anvil estimates, and an estimation failure reports the revert reason."""
         try:
+            if "gas" not in tx:
+                # anvil's estimate can be a hair short for calls with callbacks (Uniswap mint):
+                # the transaction then runs out of gas on chain while a replay succeeds
+                est = int(self.call("eth_estimateGas", [tx]), 16)
+                tx = {**tx, "gas": hex(est * 13 // 10 + 50_000)}
             h = self.call("eth_sendTransaction", [tx])
         except RpcError as e:
             raise RuntimeError(f"{what} failed: {e}") from e
