@@ -26,8 +26,26 @@ def _type_str(param: dict[str, Any]) -> str:
     return t
 
 
+def _is_word(t: str) -> bool:
+    """Static one-word types we encode/decode by hand on the hot path."""
+    return t in ("address", "bool") or (t.startswith("uint") and t[4:].isdigit())
+
+
+def _word(t: str, v: Any) -> bytes:
+    if t == "address":
+        raw = bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
+        if len(raw) != 20:
+            raise ValueError(f"not an address: {v!r}")
+        return b"\0" * 12 + raw
+    if t == "bool":
+        return (1 if v else 0).to_bytes(32, "big")
+    if not isinstance(v, int) or v < 0:
+        raise ValueError(f"not a {t}: {v!r}")
+    return v.to_bytes(32, "big")
+
+
 class Function:
-    __slots__ = ("name", "signature", "selector", "input_types", "output_types")
+    __slots__ = ("name", "signature", "selector", "input_types", "output_types", "_fast_in", "_fast_out")
 
     def __init__(self, name: str, input_types: list[str], output_types: list[str]):
         self.name = name
@@ -35,13 +53,19 @@ class Function:
         self.output_types = output_types
         self.signature = f"{name}({','.join(input_types)})"
         self.selector = keccak(text=self.signature)[:4]
+        self._fast_in = all(_is_word(t) for t in input_types)
+        self._fast_out = bool(output_types) and all(t.startswith("uint") and t[4:].isdigit() for t in output_types)
 
     def encode(self, *args: Any) -> bytes:
         if not self.input_types:
             return self.selector
+        if self._fast_in and len(args) == len(self.input_types):
+            return self.selector + b"".join(_word(t, v) for t, v in zip(self.input_types, args))
         return self.selector + abi_encode(self.input_types, args)
 
     def decode(self, data: bytes) -> tuple:
+        if self._fast_out and len(data) >= 32 * len(self.output_types):
+            return tuple(int.from_bytes(data[i:i + 32], "big") for i in range(0, 32 * len(self.output_types), 32))
         return abi_decode(self.output_types, data)
 
     def decode_one(self, data: bytes) -> Any:
