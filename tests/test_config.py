@@ -109,3 +109,11 @@ def test_keystore_with_password_file_loads_the_key(tmp_path):
     (tmp_path / "pw").write_text("wrong")
     with pytest.raises(ConfigError, match="cannot decrypt"):
         load_signer(cfg.keeper, environ={})
+
+
+@pytest.mark.parametrize("name", ["devnet.toml", "mainnet.example.toml"])
+def test_shipped_configs_are_valid(name):
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "config" / name, environ={})
+    assert cfg.protocols and cfg.swap.quoter_v2
