@@ -129,7 +129,9 @@ async def _scan(args: argparse.Namespace) -> int:
             best = None
             if o is not None:
                 p = priced.get(o.key)
+                adapter = keeper.adapters[o.protocol]
                 best = {**(o.detail.log_fields() if hasattr(o.detail, "log_fields") else {}),
+                        "repay": adapter.describe_repay(o) if hasattr(adapter, "describe_repay") else "",
                         "gross_profit_usd": o.gross_profit_usd_e8 / 1e8,
                         "net_profit_usd": p.net_profit_usd_e8 / 1e8 if p else None}
             out.append({**r, "best_opportunity": best})
@@ -140,7 +142,7 @@ async def _scan(args: argparse.Namespace) -> int:
             print(f"{'protocol':<16} {'account':<42} {'collateral $':>14} {'debt $':>14} {'HF':>8}  best opportunity")
             for r in out:
                 b = r["best_opportunity"]
-                best = (f"{b['collateral']}->{b['debt']} repay {b['debt_to_cover']} net ${b['net_profit_usd']:,.2f}"
+                best = (f"{b['collateral']}->{b['debt']} repay {b['repay']} net ${b['net_profit_usd']:,.2f}"
                         if b else "-")
                 print(f"{r['protocol']:<16} {r['account']:<42} {r['collateral_usd']:>14,.2f} {r['debt_usd']:>14,.2f} "
                       f"{r['health_factor']:>8.4f}  {best}")

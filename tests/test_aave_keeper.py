@@ -49,7 +49,7 @@ async def test_keeper_liquidates_after_a_price_drop_and_is_paid_exactly_what_the
         if d.debt_requested == d.debt_to_cover:  # an exact partial liquidation: to the wei
             assert r["debt_repaid"] == d.debt_to_cover
             assert r["collateral_received"] == d.collateral_to_liquidator
-        else:  # a full close, or all the collateral: balances grew by a block of interest
+        else:  # all the collateral was taken: the balances grew by a block of interest
             assert d.debt_to_cover <= r["debt_repaid"] <= d.debt_to_cover * 1_000_001 // 1_000_000
             assert d.collateral_to_liquidator <= r["collateral_received"] <= d.collateral_to_liquidator * 1_000_001 // 1_000_000
         assert o.expected_profit_usd_e8 > 0
@@ -167,3 +167,33 @@ async def test_liquidating_until_no_position_is_left_below_one(chain, make_keepe
     for a in left:
         opps = [o for o in keeper.adapters["aave-v3-devnet"].last_opportunities if o.account == a]
         assert all(o.gross_profit_usd_e8 < 10**8 for o in opps)
+
+
+async def test_stale_oracle_prices_are_not_acted_on(chain, make_keeper):
+    chain.shock("WETH", -12)
+    chain.call("evm_increaseTime", [7200])
+    chain.call("evm_mine")
+    nonce = chain.nonce(KEEPER)
+    keeper = await make_keeper(KEEPER_PROTOCOLS__0__MAX_PRICE_AGE_S="3600")
+    with capture_logs() as logs:
+        outs = await keeper.cycle(await keeper.read_head())
+    assert outs == [] and chain.nonce(KEEPER) == nonce
+    assert {e.get("reason") for e in logs if e["event"] == "skipped"} == {"stale_price"}
+
+
+async def test_a_zero_oracle_price_is_logged_and_the_keeper_goes_on(chain, make_keeper):
+    from keeper.devnet.deploy import DEPLOYER
+
+    keeper = await make_keeper()
+    agg = chain.dep.aggregators["WETH"]
+    chain.send_as(DEPLOYER, agg, abi.Function("setAnswer", ["int256"], []).encode(0))
+    nonce = chain.nonce(KEEPER)
+    with capture_logs() as logs:
+        outs = await keeper.cycle(await keeper.read_head())
+    assert outs == [] and chain.nonce(KEEPER) == nonce
+    errors = [e for e in logs if e["event"] == "protocol_error"]
+    assert errors and errors[0]["protocol"] == "aave-v3-devnet"
+    # the price comes back: the same keeper carries on and liquidates
+    chain.send_as(DEPLOYER, agg, abi.Function("setAnswer", ["int256"], []).encode(2_640 * 10**8))
+    outs = await keeper.cycle(await keeper.read_head())
+    assert any(o.status == "confirmed" for o in outs)

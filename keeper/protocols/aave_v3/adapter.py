@@ -302,7 +302,7 @@ class Adapter:
         n = len(self.reserves)
         ok, data = res[0]
         if not ok:
-            raise BadResponseError("AaveOracle.getAssetsPrices reverted")
+            raise BadResponseError("AaveOracle.getAssetsPrices reverted: a price source answers zero, negative or fails, and there is no fallback oracle")
         prices = F_PRICES.decode_one(data)
         for r, p in zip(self.reserves, prices):
             r.price = p
@@ -385,9 +385,11 @@ class Adapter:
                         reason = "no_inventory" if inv == 0 else "dust_or_zero_size"
                         self.last_skips.append(Skip(user, reason, {"collateral": c.symbol, "debt": d.symbol}))
                         continue
-                    if requested >= debt.balance:
-                        # a full close: ask for "all allowed" so the interest accrued by the
-                        # next block is repaid too and no dust debt is left behind
+                    if requested >= debt.balance and self.cfg.rules == "v3.3":
+                        # v3.3 refuses to leave dust: a full close asks for "all allowed" so the
+                        # interest accrued by the next block is repaid too. (v3.0 can revert
+                        # with an arithmetic underflow when burning the exact full debt, by one
+                        # wei of rayDiv rounding; there the exact amount read is asked for.)
                         requested = MAX_UINT
                     candidates.append((user, _draft(user, c, d, requested, liq, hf, bonus, coll, debt), coll, debt, c, d))
             if not found:
@@ -519,6 +521,12 @@ class Adapter:
                         "collateral_asset": abi.to_checksum(ev["collateralAsset"]),
                         "debt_asset": abi.to_checksum(ev["debtAsset"]), "user": abi.to_checksum(ev["user"])}
         return {}
+
+    def describe_repay(self, opp: Opportunity) -> str:
+        d = opp.detail
+        r = self.reserve(d.debt_asset)
+        amount = d.debt_to_cover / 10**r.decimals if r else d.debt_to_cover
+        return f"{amount:,.6f} {d.debt_symbol}".replace(".000000 ", " ")
 
     def symbol(self, asset: str) -> str:
         for r in self.reserves:
