@@ -123,6 +123,24 @@ def load(name: str) -> Abi:
     return Abi(name, json.loads(path.read_text()))
 
 
+ERROR_STRING = bytes.fromhex("08c379a0")
+PANIC = bytes.fromhex("4e487b71")
+
+
+def decode_revert(data: bytes) -> str:
+    """Revert data -> reason: the Error(string) text, 'panic 0x..', or the custom error selector."""
+    if not data:
+        return "reverted without data"
+    try:
+        if data[:4] == ERROR_STRING:
+            return abi_decode(["string"], data[4:])[0]
+        if data[:4] == PANIC:
+            return f"panic 0x{abi_decode(['uint256'], data[4:])[0]:02x}"
+    except Exception:
+        pass
+    return f"custom error 0x{data[:4].hex()}"
+
+
 def to_checksum(addr: str | bytes) -> str:
     from eth_utils import to_checksum_address
 

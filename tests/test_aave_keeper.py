@@ -197,3 +197,23 @@ async def test_a_zero_oracle_price_is_logged_and_the_keeper_goes_on(chain, make_
     chain.send_as(DEPLOYER, agg, abi.Function("setAnswer", ["int256"], []).encode(2_640 * 10**8))
     outs = await keeper.cycle(await keeper.read_head())
     assert any(o.status == "confirmed" for o in outs)
+
+
+async def test_simulation_stops_a_liquidation_the_chain_would_revert(chain, make_keeper):
+    from keeper import strategy
+    from keeper.devnet import set_price
+
+    chain.shock("WETH", -12)
+    keeper = await make_keeper()
+    head = await keeper.read_head()
+    opps = await keeper.gather(head)
+    native = await keeper.native_usd_e8()
+    assert opps
+    set_price(chain.url, chain.dep, "WETH", 3_000 * 10**8)  # the price recovers before the send
+    nonce = chain.nonce(KEEPER)
+    with capture_logs() as logs:
+        outs = await keeper.executor.execute_all(strategy.rank(opps, head.base_fee_wei, native), head, native)
+    assert outs and all(o.status == "skipped" and o.reason == "simulation_reverted" for o in outs)
+    assert chain.nonce(KEEPER) == nonce
+    reverts = {e["revert"] for e in logs if e.get("reason") == "simulation_reverted"}
+    assert reverts == {"45 (HEALTH_FACTOR_NOT_BELOW_THRESHOLD)"}

@@ -16,44 +16,17 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-# Aave V3 numeric error codes -> names (from contracts/protocol/libraries/helpers/Errors.sol)
-_AAVE_ERRORS: dict[str, str] | None = None
-
-
-def aave_error_name(code: str) -> str | None:
-    global _AAVE_ERRORS
-    if _AAVE_ERRORS is None:
-        import re
-
-        from .artifacts import NODE_MODULES
-
-        path = NODE_MODULES / "@aave/core-v3/contracts/protocol/libraries/helpers/Errors.sol"
-        table: dict[str, str] = {}
-        try:
-            for m in re.finditer(r"string public constant (\w+) = '(\d+)';", path.read_text()):
-                table[m.group(2)] = m.group(1)
-        except OSError:
-            pass
-        _AAVE_ERRORS = table
-    return _AAVE_ERRORS.get(code)
-
-
 def decode_revert(data: str | bytes | None) -> str:
-    """Human-readable revert reason: Error(string) (Aave codes named), Panic(uint256), or raw hex."""
+    """Human-readable revert reason, with Aave's numeric codes named."""
+    from ..abi import decode_revert as decode
+    from ..protocols.aave_v3.errors import explain
+
     if data is None:
         return "no revert data"
     if isinstance(data, str):
         data = bytes.fromhex(data[2:] if data.startswith("0x") else data)
-    if not data:
-        return "empty revert data"
-    if data[:4] == bytes.fromhex("08c379a0"):
-        (msg,) = abi_decode(["string"], data[4:])
-        name = aave_error_name(msg) if msg.isdigit() else None
-        return f"{msg!r} ({name})" if name else repr(msg)
-    if data[:4] == bytes.fromhex("4e487b71"):
-        (code,) = abi_decode(["uint256"], data[4:])
-        return f"Panic(0x{code:x})"
-    return "0x" + data.hex()
+    reason = decode(data)
+    return explain(reason) if reason.isdigit() else reason
 
 
 class RpcError(RuntimeError):

@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import decode as abi_decode
-
+from .. import abi
 from ..errors import RpcError
 from ..rpc import Rpc, parse_int
 from ..types import TxPlan
-
-ERROR_STRING = bytes.fromhex("08c379a0")
-PANIC = bytes.fromhex("4e487b71")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +21,10 @@ class SimResult:
 def decode_revert(err: RpcError) -> str:
     data = err.data
     if data and data.startswith("0x") and len(data) >= 10:
-        raw = bytes.fromhex(data[2:])
         try:
-            if raw[:4] == ERROR_STRING:
-                return abi_decode(["string"], raw[4:])[0]
-            if raw[:4] == PANIC:
-                return f"panic 0x{abi_decode(['uint256'], raw[4:])[0]:02x}"
-        except Exception:
+            return abi.decode_revert(bytes.fromhex(data[2:]))
+        except ValueError:
             pass
-        return f"custom error 0x{raw[:4].hex()}"
     msg = err.rpc_message
     for prefix in ("execution reverted: ", "execution reverted"):
         if msg.startswith(prefix):
