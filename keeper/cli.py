@@ -106,6 +106,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _scan(args: argparse.Namespace) -> int:
+    """Every adapter's positions in one table, lowest health first. Rows are dicts with at
+    least protocol, account, health_factor (float; for auctions and perps the adapter's own
+    measure, < 1 means actionable), summary (str) and opportunity (Opportunity | None)."""
+    from . import strategy
     from .app import Keeper
     from .config import load_config
 
@@ -120,32 +124,29 @@ async def _scan(args: argparse.Namespace) -> int:
         for a in keeper.adapters.values():
             rows.extend(a.positions())
         rows.sort(key=lambda r: r["health_factor"])
-        from . import strategy
-
         priced = {p.opp.key: p for p in strategy.rank(opps, head.base_fee_wei + cfg.keeper.priority_fee_wei, native or 0)}
         out = []
         for r in rows[: args.limit] if args.limit > 0 else rows:
-            o = r.pop("opportunity")
+            r = dict(r)
+            o = r.pop("opportunity", None)
             best = None
             if o is not None:
-                p = priced.get(o.key)
                 adapter = keeper.adapters[o.protocol]
+                p = priced.get(o.key)
                 best = {**(o.detail.log_fields() if hasattr(o.detail, "log_fields") else {}),
-                        "repay": adapter.describe_repay(o) if hasattr(adapter, "describe_repay") else "",
+                        "action": adapter.describe(o) if hasattr(adapter, "describe") else o.plan.description,
                         "gross_profit_usd": o.gross_profit_usd_e8 / 1e8,
                         "net_profit_usd": p.net_profit_usd_e8 / 1e8 if p else None}
             out.append({**r, "best_opportunity": best})
         if args.json:
-            print(json.dumps({"block": head.number, "positions": out, "tracked": len(rows)}, indent=1))
+            print(json.dumps({"block": head.number, "positions": out, "tracked": len(rows)}, indent=1, default=str))
         else:
-            print(f"block {head.number}: {len(rows)} positions with debt (lowest health first)")
-            print(f"{'protocol':<16} {'account':<42} {'collateral $':>14} {'debt $':>14} {'HF':>8}  best opportunity")
+            print(f"block {head.number}: {len(rows)} positions (lowest health first)")
+            print(f"{'protocol':<16} {'account':<42} {'health':>8}  {'position':<40} best opportunity")
             for r in out:
                 b = r["best_opportunity"]
-                best = (f"{b['collateral']}->{b['debt']} repay {b['repay']} net ${b['net_profit_usd']:,.2f}"
-                        if b else "-")
-                print(f"{r['protocol']:<16} {r['account']:<42} {r['collateral_usd']:>14,.2f} {r['debt_usd']:>14,.2f} "
-                      f"{r['health_factor']:>8.4f}  {best}")
+                best = f"{b['action']} net ${b['net_profit_usd']:,.2f}" if b else "-"
+                print(f"{r['protocol']:<16} {str(r['account']):<42} {r['health_factor']:>8.4f}  {r['summary']:<40} {best}")
     finally:
         await keeper.close()
     return 0

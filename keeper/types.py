@@ -29,7 +29,8 @@ class TxPlan:
     data: bytes
     gas_limit: int  # upper bound for this call
     value: int = 0
-    approvals: tuple[Approval, ...] = ()
+    approvals: tuple[Approval, ...] = ()  # ERC20 allowances the live executor makes sure of first
+    prerequisites: tuple["TxPlan", ...] = ()  # one-time set-up calls (e.g. vat.hope) sent first, once
     description: str = ""
 
 

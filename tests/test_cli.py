@@ -65,4 +65,5 @@ def test_scan_lists_positions_by_health_with_the_best_opportunity(chain):
     assert below and all(r["best_opportunity"] for r in below)
     assert all(r["best_opportunity"] is None for r in data["positions"] if r["health_factor"] >= 1)
     b = below[0]["best_opportunity"]
-    assert {"collateral", "debt", "debt_to_cover", "net_profit_usd"} <= set(b)
+    assert {"collateral", "debt", "debt_to_cover", "action", "net_profit_usd"} <= set(b)
+    assert b["action"].startswith("repay ")

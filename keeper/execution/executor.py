@@ -91,6 +91,9 @@ class DryRunExecutor(Executor):
                 continue
             repriced, sim, max_fee, prio = r
             plan = p.opp.plan
+            for pre in plan.prerequisites:
+                self.log.info("dry_run_setup", protocol=p.opp.protocol, to=pre.to, data="0x" + pre.data.hex(),
+                              description=pre.description)
             self.log.info("dry_run_send", protocol=p.opp.protocol, account=p.opp.account, to=plan.to,
                           data="0x" + plan.data.hex(), gas=sim.gas_used, max_fee_gwei=max_fee / 1e9,
                           priority_fee_gwei=prio / 1e9, expected_profit_usd=repriced.net_profit_usd_e8 / 1e8,
@@ -112,6 +115,7 @@ class LiveExecutor(Executor):
         self.chain_id = 0
         self.nonce: int | None = None
         self._approved: set[tuple[str, str]] = set()
+        self._prereqs_done: set[tuple[str, bytes]] = set()
 
     async def start(self) -> None:
         self.chain_id = await self.rpc.chain_id()
@@ -153,6 +157,22 @@ class LiveExecutor(Executor):
             delay = min(delay * 2, self.cfg.chain.poll_interval_s)
         return None
 
+    async def _ensure_prerequisites(self, plan: TxPlan, head: Head) -> None:
+        for pre in plan.prerequisites:
+            key = (pre.to.lower(), pre.data)
+            if key in self._prereqs_done:
+                continue
+            _, max_fee, prio = self.fees(head)
+            sim = await simulate(self.rpc, pre, self.address)
+            if not sim.ok:
+                raise TransientError(f"set-up call {pre.description or pre.to} would revert: {sim.reason}")
+            tx_hash, nonce = await self._send(pre, min(pre.gas_limit, sim.gas_used * 13 // 10 + 20_000), max_fee, prio)
+            self.log.info("setup_sent", description=pre.description, tx=tx_hash, nonce=nonce)
+            rc = await self._wait(tx_hash)
+            if rc is None or rc.get("status") != "0x1":
+                raise TransientError(f"set-up call {pre.description or pre.to} did not succeed")
+            self._prereqs_done.add(key)
+
     async def _ensure_allowance(self, plan: TxPlan, head: Head) -> None:
         for ap in plan.approvals:
             key = (ap.token.lower(), ap.spender.lower())
@@ -180,6 +200,7 @@ class LiveExecutor(Executor):
                 outs.append(self._skip(p, "in_flight"))
                 continue
             try:
+                await self._ensure_prerequisites(p.opp.plan, head)
                 await self._ensure_allowance(p.opp.plan, head)
             except (TransientError, RpcError) as e:
                 outs.append(self._skip(p, "approval_failed", error=str(e)))

@@ -522,11 +522,11 @@ class Adapter:
                         "debt_asset": abi.to_checksum(ev["debtAsset"]), "user": abi.to_checksum(ev["user"])}
         return {}
 
-    def describe_repay(self, opp: Opportunity) -> str:
+    def describe(self, opp: Opportunity) -> str:
         d = opp.detail
         r = self.reserve(d.debt_asset)
         amount = d.debt_to_cover / 10**r.decimals if r else d.debt_to_cover
-        return f"{amount:,.6f} {d.debt_symbol}".replace(".000000 ", " ")
+        return f"repay {amount:,.4f} {d.debt_symbol} for {d.collateral_symbol}"
 
     def symbol(self, asset: str) -> str:
         for r in self.reserves:
@@ -550,9 +550,10 @@ class Adapter:
         best = {o.account: o for o in self.last_opportunities}
         rows = []
         for a, h in self.health.items():
-            rows.append({"protocol": self.name, "account": a, "collateral_usd": self._to_usd_e8(h.collateral_base) / 1e8,
-                         "debt_usd": self._to_usd_e8(h.debt_base) / 1e8,
-                         "health_factor": h.health_factor_wad / 1e18, "opportunity": best.get(a)})
+            coll, debt = self._to_usd_e8(h.collateral_base) / 1e8, self._to_usd_e8(h.debt_base) / 1e8
+            rows.append({"protocol": self.name, "account": a, "collateral_usd": coll, "debt_usd": debt,
+                         "health_factor": h.health_factor_wad / 1e18,
+                         "summary": f"collateral ${coll:,.0f} debt ${debt:,.0f}", "opportunity": best.get(a)})
         rows.sort(key=lambda r: r["health_factor"])
         return rows
 
