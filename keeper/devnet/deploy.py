@@ -97,6 +97,8 @@ class Deployment:
     deploy_block: int = 0
     borrowers: list[str] = field(default_factory=list)
     seeded_block: int = 0
+    # systems deployed by devnet extensions (keeper/devnet/extensions.py): {name: {...addresses}}
+    extras: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -28,7 +28,10 @@ def set_price(url: str, deployment: Deployment, symbol: str, answer_8dec: int) -
             {"from": DEPLOYER, "to": agg, "data": encode_call("setAnswer(int256)", answer_8dec), "gas": hex(100_000)},
             what=f"setAnswer {symbol}",
         )
-        return int(r["blockNumber"], 16)
+    from . import extensions
+
+    extensions.after_shock(url, deployment, symbol)
+    return int(r["blockNumber"], 16)
 
 
 def shock(url: str, deployment: Deployment, symbol: str, pct: Decimal | float | int | str,

@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import extensions
 from .anvil import Anvil
 from .artifacts import CONTRACTS_DIR, REPO_ROOT
 from .deploy import DEPLOYMENT_JSON, KEEPER, Deployment, deploy
@@ -25,7 +26,7 @@ def state_key(n_borrowers: int) -> str:
     """sha256 over the devnet sources, contracts/*.sol, package-lock.json and n_borrowers."""
     h = hashlib.sha256()
     files = sorted(_DEVNET_DIR.glob("*.py")) + [REPO_ROOT / "keeper" / "solidity.py"]
-    files += sorted(CONTRACTS_DIR.glob("*.sol"))
+    files += sorted(CONTRACTS_DIR.rglob("*.sol"))
     lock = REPO_ROOT / "package-lock.json"
     if lock.is_file():
         files.append(lock)
@@ -76,6 +77,7 @@ def ensure_state(n_borrowers: int, cache_dir: Path | None = None, *, verbose: bo
             dep = deploy(node.url, write_to=None)
             seed_borrowers(node.url, dep, n_borrowers)
             fund_keeper(node.url, dep, KEEPER)
+            extensions.deploy_all(node.url, dep)
         except BaseException:
             node.stop()
             tmp.unlink(missing_ok=True)
