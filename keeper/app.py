@@ -29,10 +29,19 @@ MAX_BACKOFF_S = 30.0
 
 
 def build_executor(cfg: Config, rpc: Rpc, adapters: dict[str, Any], log: Any, dry_run: bool) -> Executor:
-    """The single switch between watching and acting. Dry-run never loads the key."""
+    """The single switch between watching and acting. Dry-run never loads the key.
+    Live: through the public mempool, or as bundles to private relays when [relay] is set."""
     if dry_run:
         return DryRunExecutor(cfg, rpc, adapters, log.bind(mode="dry_run"))
-    return LiveExecutor(cfg, rpc, adapters, log.bind(mode="live"), load_signer(cfg.keeper))
+    signer = load_signer(cfg.keeper)
+    broadcaster = None
+    if cfg.relay is not None:
+        from .config import load_relay_signer
+        from .execution.relay import RelayBroadcaster
+
+        broadcaster = RelayBroadcaster(cfg.relay.urls, load_relay_signer(cfg.relay), cfg.relay.target_blocks,
+                                       log.bind(mode="live"), public=rpc if cfg.relay.fallback_public else None)
+    return LiveExecutor(cfg, rpc, adapters, log.bind(mode="live"), signer, broadcaster)
 
 
 class Keeper:
@@ -134,12 +143,14 @@ class Keeper:
 
     async def cycle(self, head: Head) -> list[Outcome]:
         assert self.executor is not None
+        self.executor.log = self.log.bind(block=head.number, mode="live" if self.executor.live else "dry_run")
+        tracked = await self.executor.on_block(head)  # receipts, replacements, cancellations
         opps = await self.gather(head)
         native = await self.native_usd_e8()
         lg = self.log.bind(block=head.number)
         if not opps:
             self.cycles += 1
-            return []
+            return tracked
         if not native:
             for o in opps:
                 lg.warning("skipped", protocol=o.protocol, account=o.account, reason="no_native_price")
@@ -156,10 +167,9 @@ class Keeper:
         for p, reason in skipped:
             lg.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason,
                     net_profit_usd=p.net_profit_usd_e8 / 1e8)
-        self.executor.log = self.log.bind(block=head.number, mode="live" if self.executor.live else "dry_run")
         outs = await self.executor.execute_all(chosen, head, native)
         self.cycles += 1
-        return outs
+        return tracked + outs
 
     def _inventory(self) -> dict[str, int] | None:
         inv: dict[str, int] = {}

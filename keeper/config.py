@@ -173,6 +173,23 @@ class KeeperConfig:
     max_fee_wei: int
     priority_fee_wei: int
     receipt_timeout_s: float
+    priority_fee_profit_share_bps: int = 0
+    replace_after_blocks: int = 3
+    confirmations: int = 1
+    journal: Path | None = None
+    max_gas_spend_wei_per_hour: int | None = None
+    max_gas_spend_wei_per_day: int | None = None
+    max_consecutive_failures: int = 5
+    kill_switch_file: Path | None = None
+    profit_tolerance_bps: int = 100
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    urls: tuple[str, ...]
+    auth_key_env: str
+    target_blocks: int
+    fallback_public: bool
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,7 @@ class SwapConfig:
     kind: str
     quoter_v2: str | None
     fee_tiers: tuple[int, ...]
+    router: str | None = None  # Uniswap V3 SwapRouter: used by the flash liquidator contract
 
 
 @dataclass(frozen=True)
@@ -188,6 +206,7 @@ class Config:
     keeper: KeeperConfig
     swap: SwapConfig
     protocols: tuple[Any, ...]  # each protocol's own frozen config dataclass
+    relay: RelayConfig | None = None
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -273,8 +292,20 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         min_profit_usd_e8=usd_to_e8(kp.get("min_profit_usd", decimal(minimum=Decimal(0)), Decimal("1"))),
         max_fee_wei=gwei_to_wei(max_fee),
         priority_fee_wei=gwei_to_wei(prio),
-        receipt_timeout_s=float(kp.get("receipt_timeout_s", decimal(positive=True), Decimal("120"))),
+        receipt_timeout_s=float(kp.get("receipt_timeout_s", decimal(positive=True), Decimal("5"))),
+        priority_fee_profit_share_bps=int(kp.get("priority_fee_profit_share", decimal(minimum=Decimal(0)), Decimal(0))
+                                          * 10_000),
+        replace_after_blocks=kp.get("replace_after_blocks", integer(1), 3),
+        confirmations=kp.get("confirmations", integer(1), 1),
+        journal=_opt_path(kp.get("journal", string, None)),
+        max_gas_spend_wei_per_hour=_opt_eth(kp.get("max_gas_spend_eth_per_hour", decimal(positive=True), None)),
+        max_gas_spend_wei_per_day=_opt_eth(kp.get("max_gas_spend_eth_per_day", decimal(positive=True), None)),
+        max_consecutive_failures=kp.get("max_consecutive_failures", integer(0), 5),
+        kill_switch_file=_opt_path(kp.get("kill_switch_file", string, None)),
+        profit_tolerance_bps=int(kp.get("profit_tolerance_pct", decimal(minimum=Decimal(0)), Decimal(1)) * 100),
     )
+    if keeper.priority_fee_profit_share_bps > 10_000:
+        raise ConfigError("keeper.priority_fee_profit_share: must be between 0 and 1")
     kp.done()
 
     sw = root.sub("swap")
@@ -282,8 +313,21 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         kind=sw.get("kind", one_of("uniswap_v3")),
         quoter_v2=sw.get("quoter_v2", address),
         fee_tiers=sw.get("fee_tiers", int_list({100, 500, 3000, 10000}), (500, 3000, 10000)),
+        router=sw.get("router", address, None),
     )
     sw.done()
+
+    relay = None
+    if "relay" in data:
+        rl = root.sub("relay")
+        urls = rl.get("urls", lambda w, v: v if isinstance(v, list) and v else _fail(w, "must be a non-empty list of URLs"))
+        relay = RelayConfig(
+            urls=tuple(url(f"relay.urls[{i}]", u) for i, u in enumerate(urls)),
+            auth_key_env=rl.get("auth_key_env", string, "KEEPER_RELAY_AUTH_KEY"),
+            target_blocks=rl.get("target_blocks", integer(1), 3),
+            fallback_public=rl.get("fallback_public", boolean, False),
+        )
+        rl.done()
 
     root.used.add("protocols")
     plist = data.get("protocols")
@@ -295,10 +339,36 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     if dup:
         raise ConfigError(f"protocols: name {sorted(dup)[0]!r} is used twice")
     root.done()
-    return Config(chain=chain, keeper=keeper, swap=swap, protocols=protocols, source=source, raw=data)
+    return Config(chain=chain, keeper=keeper, swap=swap, protocols=protocols, relay=relay, source=source, raw=data)
+
+
+def _fail(where: str, msg: str):
+    raise ConfigError(f"{where}: {msg}")
+
+
+def _opt_path(v: str | None) -> Path | None:
+    return Path(v) if v else None
+
+
+def _opt_eth(v: Decimal | None) -> int | None:
+    return None if v is None else int((v * 10**18).to_integral_value())
 
 
 # -- secrets --------------------------------------------------------------------------
+def load_relay_signer(cfg: RelayConfig, environ: Mapping[str, str] | None = None):
+    """The relay auth key (signs X-Flashbots-Signature; holds no funds). Never echoed."""
+    from eth_account import Account
+
+    environ = os.environ if environ is None else environ
+    raw = environ.get(cfg.auth_key_env, "").strip()
+    if not raw:
+        raise ConfigError(f"relay.auth_key_env: environment variable {cfg.auth_key_env} is not set")
+    try:
+        return Account.from_key(raw)
+    except Exception:
+        raise ConfigError(f"{cfg.auth_key_env}: not a valid private key (expected 32 bytes of hex)") from None
+
+
 def load_signer(cfg: KeeperConfig, environ: Mapping[str, str] | None = None):
     """Load the signing account (live mode only). Never echoes the key."""
     from eth_account import Account

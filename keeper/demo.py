@@ -49,6 +49,9 @@ async def _run_keeper(url: str) -> tuple[list[Outcome], Any]:
 
     env = dict(os.environ)
     env["KEEPER_RPC_URL"] = url
+    journal = REPO / ".devnet" / "demo-journal.jsonl"  # a fresh chain each demo: a fresh journal
+    journal.unlink(missing_ok=True)
+    env["KEEPER_KEEPER__JOURNAL"] = str(journal)
     env.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)
     cfg = load_config(REPO / "config" / "devnet.toml", environ=env)
     os.environ.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)

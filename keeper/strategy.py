@@ -52,7 +52,7 @@ def select(
             skipped.append((p, "in_flight"))
             continue
         if key in seen:
-            skipped.append((p, "duplicate_account"))
+            skipped.append((p, "better_route_chosen"))
             continue
         if p.net_profit_usd_e8 < min_profit_usd_e8 or p.net_profit_usd_e8 <= 0:
             skipped.append((p, "below_min_profit"))

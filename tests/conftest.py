@@ -112,7 +112,7 @@ def keeper_env(chain: Chain, **extra: str) -> dict[str, str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def make_keeper(chain, monkeypatch):
+async def make_keeper(chain, monkeypatch, tmp_path):
     """Build and start an in-process keeper on the devnet; closed after the test."""
     from keeper.app import Keeper
     from keeper.config import load_config
@@ -120,7 +120,10 @@ async def make_keeper(chain, monkeypatch):
     made: list[Keeper] = []
     monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)
 
-    async def make(dry_run: bool = False, **env: str) -> Keeper:
+    async def make(dry_run: bool = False, routes: str = '["inventory"]', **env: str) -> Keeper:
+        """routes: the foundation tests use the keeper's own inventory; flash tests ask for it."""
+        env.setdefault("KEEPER_PROTOCOLS__0__ROUTES", routes)
+        env.setdefault("KEEPER_KEEPER__JOURNAL", str(tmp_path / f"journal-{len(made)}.jsonl"))
         cfg = load_config(DEVNET_CONFIG, environ=keeper_env(chain, **env))
         k = Keeper(cfg, dry_run=dry_run)
         made.append(k)

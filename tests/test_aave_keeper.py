@@ -115,8 +115,8 @@ async def test_multi_collateral_account_gets_the_best_paying_pair(chain, make_ke
     head = await keeper.read_head()
     adapter = keeper.adapters["aave-v3-devnet"]
     await adapter.sync(head)
-    opps = {o.account: o for o in await adapter.opportunities(head)}
-    candidates = adapter.last_candidates[user]
+    opps = {o.account: o for o in await adapter.opportunities(head) if o.detail.route == "inventory"}
+    candidates = [c for c in adapter.last_candidates[user] if len(c[0]) == 2]  # own-inventory route
     assert {pair for pair, _ in candidates} == {("WETH", "USDC"), ("WBTC", "USDC")}
     chosen = opps[user]
     assert (chosen.detail.collateral_symbol, chosen.detail.debt_symbol) == ("WBTC", "USDC")

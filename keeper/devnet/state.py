@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import extensions
+from .liquidator import deploy_flash_liquidator
 from .anvil import Anvil
 from .artifacts import CONTRACTS_DIR, REPO_ROOT
 from .deploy import DEPLOYMENT_JSON, KEEPER, Deployment, deploy
@@ -77,6 +78,7 @@ def ensure_state(n_borrowers: int, cache_dir: Path | None = None, *, verbose: bo
             dep = deploy(node.url, write_to=None)
             seed_borrowers(node.url, dep, n_borrowers)
             fund_keeper(node.url, dep, KEEPER)
+            dep.extras["flash_liquidator"] = deploy_flash_liquidator(node.url, dep)
             extensions.deploy_all(node.url, dep)
         except BaseException:
             node.stop()

@@ -1,15 +1,16 @@
 """Dry-run and live executors. Both simulate; only LiveExecutor signs and sends.
 
-Flow for each selected opportunity: (live: make sure the debt token is approved) →
-simulate the exact call against the latest block → re-price with the simulated gas →
-refuse if below the profit floor or the fee cap → (live: sign, send, await the receipt;
-dry-run: log what would be sent).
+Flow for each selected opportunity: (live: one-time set-up calls and token approvals) →
+simulate the exact call against the latest block, measuring the keeper's token balances
+before and after where the node can (eth_simulateV1) → compare the measured profit with
+the prediction (a gap above `profit_tolerance_pct` is logged) → re-price with the
+simulated gas → refuse below the profit floor or over the fee cap → live: the transaction
+manager signs, journals, sends and tracks it; dry-run: log what would be sent.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+from pathlib import Path
 from typing import Any, Mapping
 
 from .. import abi, strategy
@@ -17,7 +18,9 @@ from ..config import Config
 from ..errors import RpcError, TransientError
 from ..rpc import Rpc, parse_int
 from ..types import Head, Outcome, Priced, TxPlan
-from .simulate import SimResult, simulate
+from .journal import Journal
+from .simulate import MeasuredSim, Simulator, simulate
+from .txmanager import Broadcaster, SendRefused, Tracked, TxManager
 
 ERC20 = abi.load("ERC20")
 F_ALLOWANCE = ERC20.fn("allowance")
@@ -34,11 +37,18 @@ class Executor:
         self.adapters = adapters
         self.log = log
         self.address: str | None = cfg.keeper.address
-        self.in_flight: set[str] = set()
+        self.simulator = Simulator(rpc, cfg.chain.multicall3)
         self.outcomes: list[Outcome] = []
+
+    @property
+    def in_flight(self) -> set[str]:
+        return set()
 
     async def start(self) -> None:
         return None
+
+    async def on_block(self, head: Head) -> list[Outcome]:
+        return []
 
     def fees(self, head: Head) -> tuple[int, int, int]:
         """(expected gas price, max fee, priority fee) in wei for the next block."""
@@ -53,23 +63,36 @@ class Executor:
         self.outcomes.append(out)
         return out
 
-    async def _check(self, p: Priced, head: Head, native_usd_e8: int) -> tuple[Priced, SimResult, int, int] | Outcome:
-        """Simulate and re-price; returns (repriced, sim, max_fee, prio) or a skip Outcome."""
-        expected_price, max_fee, prio = self.fees(head)
+    async def _check(self, p: Priced, head: Head, native_usd_e8: int) -> tuple[Priced, MeasuredSim] | Outcome:
+        """Simulate, measure and re-price; returns (repriced, sim) or a skip Outcome."""
+        expected_price, _, prio = self.fees(head)
         if head.base_fee_wei + prio > self.cfg.keeper.max_fee_wei:
             return self._skip(p, "fee_cap", base_fee_gwei=head.base_fee_wei / 1e9)
         if self.address is None:
             return self._skip(p, "no_keeper_address", hint="set keeper.address to simulate")
-        sim = await simulate(self.rpc, p.opp.plan, self.address)
+        adapter = self.adapters.get(p.opp.protocol)
+        tokens = adapter.measure_tokens(p.opp) if adapter is not None and hasattr(adapter, "measure_tokens") else ()
+        sim = await self.simulator.run(p.opp.plan, self.address, tokens)
         if not sim.ok:
-            adapter = self.adapters.get(p.opp.protocol)
             reason = adapter.explain_revert(sim.reason) if adapter and hasattr(adapter, "explain_revert") else sim.reason
             return self._skip(p, "simulation_reverted", revert=reason)
+        gross = p.opp.gross_profit_usd_e8
+        if sim.deltas is not None and hasattr(adapter, "measured_profit_usd_e8"):
+            measured = adapter.measured_profit_usd_e8(p.opp, sim.deltas, sim.return_data)
+            if measured is not None:
+                gap = abs(measured - gross)
+                if gap * 10_000 > abs(gross) * self.cfg.keeper.profit_tolerance_bps:
+                    self.log.warning("profit_mismatch", protocol=p.opp.protocol, account=p.opp.account,
+                                     predicted_usd=gross / 1e8, simulated_usd=measured / 1e8)
+                gross = min(gross, measured)  # act on the more conservative of the two
         repriced = strategy.price(p.opp, expected_price, native_usd_e8, gas_units=sim.gas_used)
+        if gross != p.opp.gross_profit_usd_e8:
+            repriced = type(repriced)(opp=repriced.opp, gas_cost_usd_e8=repriced.gas_cost_usd_e8,
+                                      net_profit_usd_e8=gross - repriced.gas_cost_usd_e8)
         if repriced.net_profit_usd_e8 < self.cfg.keeper.min_profit_usd_e8 or repriced.net_profit_usd_e8 <= 0:
             return self._skip(repriced, "unprofitable_after_gas", net_profit_usd=repriced.net_profit_usd_e8 / 1e8,
                               gas_used=sim.gas_used)
-        return repriced, sim, max_fee, prio
+        return repriced, sim
 
     async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         raise NotImplementedError
@@ -89,7 +112,8 @@ class DryRunExecutor(Executor):
             if isinstance(r, Outcome):
                 outs.append(r)
                 continue
-            repriced, sim, max_fee, prio = r
+            repriced, sim = r
+            _, max_fee, prio = self.fees(head)
             plan = p.opp.plan
             for pre in plan.prerequisites:
                 self.log.info("dry_run_setup", protocol=p.opp.protocol, to=pre.to, data="0x" + pre.data.hex(),
@@ -105,73 +129,50 @@ class DryRunExecutor(Executor):
         return outs
 
 
+def default_journal_path(address: str) -> Path:
+    return Path(".keeper") / f"journal-{address.lower()}.jsonl"
+
+
 class LiveExecutor(Executor):
     live = True
 
-    def __init__(self, cfg: Config, rpc: Rpc, adapters: Mapping[str, Any], log: Any, signer: Any):
+    def __init__(self, cfg: Config, rpc: Rpc, adapters: Mapping[str, Any], log: Any, signer: Any,
+                 broadcaster: Broadcaster | None = None):
         super().__init__(cfg, rpc, adapters, log)
-        self._signer = signer  # eth_account LocalAccount; never logged
         self.address = signer.address
-        self.chain_id = 0
-        self.nonce: int | None = None
+        journal = Journal(cfg.keeper.journal or default_journal_path(signer.address))
+        self.tx = TxManager(rpc, signer, cfg.keeper, journal, log, broadcaster)
         self._approved: set[tuple[str, str]] = set()
         self._prereqs_done: set[tuple[str, bytes]] = set()
+        self._sent: dict[str, tuple[Priced, Tracked]] = {}  # intent id -> what it was for
+
+    @property
+    def in_flight(self) -> set[str]:
+        return self.tx.in_flight_keys()
 
     async def start(self) -> None:
-        self.chain_id = await self.rpc.chain_id()
-        await self._resync_nonce()
-        self.log.info("executor_ready", mode="live", address=self.address, nonce=self.nonce)
+        await self.tx.start()
+        self.log.info("executor_ready", mode="live", address=self.address, nonce=self.tx.nonce,
+                      broadcaster=self.tx.broadcaster.name, journal=str(self.tx.journal.path),
+                      in_flight=len(self.tx.pending))
 
-    async def _resync_nonce(self) -> None:
-        self.nonce = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), "nonce")
-
-    def _sign(self, plan: TxPlan, gas: int, max_fee: int, prio: int) -> bytes:
-        tx = {"type": 2, "chainId": self.chain_id, "nonce": self.nonce, "to": plan.to, "value": plan.value,
-              "data": plan.data, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": prio}
-        return bytes(self._signer.sign_transaction(tx).raw_transaction)
-
-    async def _send(self, plan: TxPlan, gas: int, max_fee: int, prio: int) -> tuple[str, int]:
-        if self.nonce is None:
-            await self._resync_nonce()
-        nonce = self.nonce
-        raw = self._sign(plan, gas, max_fee, prio)
-        try:
-            tx_hash = await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
-        except RpcError:
-            await self._resync_nonce()  # the node may have seen other transactions from us
-            raise
-        self.nonce = nonce + 1
-        return tx_hash, nonce
-
-    async def _wait(self, tx_hash: str) -> dict[str, Any] | None:
-        deadline = time.monotonic() + self.cfg.keeper.receipt_timeout_s
-        delay = 0.02
-        while time.monotonic() < deadline:
-            try:
-                rc = await self.rpc.call("eth_getTransactionReceipt", [tx_hash])
-            except TransientError:
-                rc = None
-            if isinstance(rc, dict) and rc.get("blockNumber"):
-                return rc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.cfg.chain.poll_interval_s)
-        return None
+    async def _setup_send(self, plan: TxPlan, head: Head, what: str) -> None:
+        """A set-up transaction (approval, hope): simulated, sent, awaited."""
+        sim = await simulate(self.rpc, plan, self.address)
+        if not sim.ok:
+            raise TransientError(f"{what} would revert: {sim.reason}")
+        t = await self.tx.send(plan, min(plan.gas_limit, sim.gas_used * 13 // 10 + 20_000), head, key=f"setup:{what}")
+        self.log.info("setup_sent", description=what, tx=t.latest_hash, nonce=t.nonce)
+        await self.tx.wait([t], self.cfg.keeper.receipt_timeout_s * 4)
+        if t.receipt is None or t.receipt.get("status") != "0x1":
+            raise TransientError(f"{what} did not succeed")
 
     async def _ensure_prerequisites(self, plan: TxPlan, head: Head) -> None:
         for pre in plan.prerequisites:
             key = (pre.to.lower(), pre.data)
-            if key in self._prereqs_done:
-                continue
-            _, max_fee, prio = self.fees(head)
-            sim = await simulate(self.rpc, pre, self.address)
-            if not sim.ok:
-                raise TransientError(f"set-up call {pre.description or pre.to} would revert: {sim.reason}")
-            tx_hash, nonce = await self._send(pre, min(pre.gas_limit, sim.gas_used * 13 // 10 + 20_000), max_fee, prio)
-            self.log.info("setup_sent", description=pre.description, tx=tx_hash, nonce=nonce)
-            rc = await self._wait(tx_hash)
-            if rc is None or rc.get("status") != "0x1":
-                raise TransientError(f"set-up call {pre.description or pre.to} did not succeed")
-            self._prereqs_done.add(key)
+            if key not in self._prereqs_done:
+                await self._setup_send(pre, head, pre.description or f"set-up call to {pre.to}")
+                self._prereqs_done.add(key)
 
     async def _ensure_allowance(self, plan: TxPlan, head: Head) -> None:
         for ap in plan.approvals:
@@ -179,22 +180,20 @@ class LiveExecutor(Executor):
             if key in self._approved:
                 continue
             cur = F_ALLOWANCE.decode_one(await self.rpc.eth_call(ap.token, F_ALLOWANCE.encode(self.address, ap.spender)))
-            if cur >= ap.amount:
-                if cur >= MAX_UINT // 2:
-                    self._approved.add(key)
-                continue
-            _, max_fee, prio = self.fees(head)
-            approve = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, MAX_UINT), gas_limit=100_000)
-            tx_hash, nonce = await self._send(approve, 100_000, max_fee, prio)
-            self.log.info("approval_sent", token=ap.token, spender=ap.spender, tx=tx_hash, nonce=nonce)
-            rc = await self._wait(tx_hash)
-            if rc is None or rc.get("status") != "0x1":
-                raise TransientError(f"approval of {ap.token} for {ap.spender} did not succeed")
-            self._approved.add(key)
+            if cur < ap.amount:
+                approve = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, MAX_UINT), gas_limit=100_000)
+                await self._setup_send(approve, head, f"approve {ap.token} for {ap.spender}")
+                cur = MAX_UINT
+            if cur >= MAX_UINT // 2:
+                self._approved.add(key)
+
+    def _profit_cap_wei(self, p: Priced, native_usd_e8: int) -> int:
+        """Fees may never exceed what the action pays (gross, before gas), in wei."""
+        return max(p.opp.gross_profit_usd_e8, 0) * 10**18 // max(native_usd_e8, 1)
 
     async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
-        sent: list[tuple[Priced, str, int, int]] = []
         outs: list[Outcome] = []
+        sent: list[Tracked] = []
         for p in chosen:
             if p.opp.key in self.in_flight:  # never send twice
                 outs.append(self._skip(p, "in_flight"))
@@ -202,57 +201,90 @@ class LiveExecutor(Executor):
             try:
                 await self._ensure_prerequisites(p.opp.plan, head)
                 await self._ensure_allowance(p.opp.plan, head)
+            except SendRefused as e:
+                outs.append(self._skip(p, e.reason, **e.detail))
+                continue
             except (TransientError, RpcError) as e:
-                outs.append(self._skip(p, "approval_failed", error=str(e)))
+                outs.append(self._skip(p, "setup_failed", error=str(e)))
                 continue
             r = await self._check(p, head, native_usd_e8)
             if isinstance(r, Outcome):
                 outs.append(r)
                 continue
-            repriced, sim, max_fee, prio = r
+            repriced, sim = r
             gas = min(p.opp.plan.gas_limit, sim.gas_used * 13 // 10 + 20_000)
             try:
-                tx_hash, nonce = await self._send(p.opp.plan, gas, max_fee, prio)
-            except RpcError as e:
-                outs.append(self._skip(repriced, "send_rejected", error=e.rpc_message))
+                t = await self.tx.send(p.opp.plan, gas, head, key=p.opp.key,
+                                       expected_profit_usd_e8=repriced.net_profit_usd_e8,
+                                       profit_cap_wei=self._profit_cap_wei(repriced, native_usd_e8))
+            except SendRefused as e:
+                outs.append(self._skip(repriced, e.reason, **e.detail))
                 continue
-            self.in_flight.add(p.opp.key)
+            except (RpcError, TransientError) as e:
+                outs.append(self._skip(repriced, "send_rejected", error=str(e)))
+                continue
             detail = p.opp.detail.log_fields() if hasattr(p.opp.detail, "log_fields") else {}
-            self.log.info("liquidation_sent", protocol=p.opp.protocol, account=p.opp.account, tx=tx_hash, nonce=nonce,
-                          gas_limit=gas, max_fee_gwei=max_fee / 1e9, priority_fee_gwei=prio / 1e9,
-                          expected_profit_usd=repriced.net_profit_usd_e8 / 1e8, **detail)
-            sent.append((repriced, tx_hash, nonce, gas))
-        receipts = await asyncio.gather(*(self._wait(h) for _, h, _, _ in sent))
-        for (p, tx_hash, nonce, gas), rc in zip(sent, receipts):
-            outs.append(self._finish(p, tx_hash, rc))
+            self.log.info("liquidation_sent", protocol=p.opp.protocol, account=p.opp.account, tx=t.latest_hash,
+                          nonce=t.nonce, gas_limit=gas, max_fee_gwei=t.max_fee / 1e9, priority_fee_gwei=t.prio / 1e9,
+                          expected_profit_usd=repriced.net_profit_usd_e8 / 1e8, broadcaster=self.tx.broadcaster.name,
+                          **detail)
+            self._sent[t.id] = (repriced, t)
+            sent.append(t)
+        if sent:
+            mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s)
+            outs.extend(o for o in (self._finish(t) for t in mined) if o is not None)
         return outs
 
-    def _finish(self, p: Priced, tx_hash: str, rc: dict[str, Any] | None) -> Outcome:
-        opp = p.opp
-        if rc is None:
-            # still pending: stays in flight so it is never sent again
-            self.log.warning("liquidation_failed", protocol=opp.protocol, account=opp.account, tx=tx_hash,
-                             reason="not_mined_in_time")
-            out = Outcome(opp=opp, status="failed", reason="not_mined_in_time", tx_hash=tx_hash,
-                          expected_profit_usd_e8=p.net_profit_usd_e8)
-            self.outcomes.append(out)
-            return out
-        self.in_flight.discard(opp.key)
+    async def on_block(self, head: Head) -> list[Outcome]:
+        if hasattr(self.tx.broadcaster, "on_block"):
+            pending = {h for t in self.tx.pending.values() if t.status == "pending" for h in t.hashes}
+            await self.tx.broadcaster.on_block(head, pending)
+        mined = await self.tx.on_block(head, self._resimulate)
+        return [o for o in (self._finish(t) for t in mined) if o is not None]
+
+    async def _resimulate(self, t: Tracked) -> bool:
+        sim = await simulate(self.rpc, TxPlan(to=t.plan.to, data=t.plan.data, value=t.plan.value,
+                                              gas_limit=max(t.gas, 21_000)), self.address)
+        if not sim.ok:
+            self.log.info("pending_would_revert", key=t.key, nonce=t.nonce, revert=sim.reason)
+        return sim.ok
+
+    def _finish(self, t: Tracked) -> Outcome | None:
+        rc = t.receipt or {}
         gas_used = parse_int(rc.get("gasUsed", "0x0"), "gasUsed")
         price = parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
         block = parse_int(rc.get("blockNumber", "0x0"), "blockNumber")
-        if rc.get("status") == "0x1":
+        entry = self._sent.pop(t.id, None)
+        if entry is None:  # a set-up call, or a transaction restored from the journal
+            if t.key.startswith("setup:"):
+                return None
+            self.log.info("restored_tx_mined", key=t.key, tx=t.mined_hash, block=block, status=rc.get("status"),
+                          cancelled=t.cancelled)
+            return None
+        p, _ = entry
+        opp = p.opp
+        if t.cancelled:
+            self.log.info("liquidation_cancelled", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
+                          block=block, gas_used=gas_used, gas_cost_eth=gas_used * price / 1e18)
+            out = Outcome(opp=opp, status="cancelled", reason="would_revert", tx_hash=t.mined_hash, gas_used=gas_used,
+                          gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8)
+        elif rc.get("status") == "0x1":
             adapter = self.adapters.get(opp.protocol)
             realized = adapter.parse_outcome(rc) if adapter else {}
-            self.log.info("liquidation_confirmed", protocol=opp.protocol, account=opp.account, tx=tx_hash, block=block,
-                          gas_used=gas_used, gas_cost_eth=gas_used * price / 1e18,
-                          expected_profit_usd=p.net_profit_usd_e8 / 1e8, **realized)
-            out = Outcome(opp=opp, status="confirmed", tx_hash=tx_hash, gas_used=gas_used,
+            self.log.info("liquidation_confirmed", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
+                          block=block, gas_used=gas_used, gas_cost_eth=gas_used * price / 1e18,
+                          expected_profit_usd=p.net_profit_usd_e8 / 1e8, replacements=len(t.hashes) - 1, **realized)
+            out = Outcome(opp=opp, status="confirmed", tx_hash=t.mined_hash, gas_used=gas_used,
                           gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized)
         else:
-            self.log.warning("liquidation_failed", protocol=opp.protocol, account=opp.account, tx=tx_hash, block=block,
-                             reason="reverted", gas_used=gas_used)
-            out = Outcome(opp=opp, status="failed", reason="reverted", tx_hash=tx_hash, gas_used=gas_used,
+            self.log.warning("liquidation_failed", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
+                             block=block, reason="reverted", gas_used=gas_used)
+            out = Outcome(opp=opp, status="failed", reason="reverted", tx_hash=t.mined_hash, gas_used=gas_used,
                           gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8)
         self.outcomes.append(out)
         return out
+
+    async def close(self) -> None:
+        if hasattr(self.tx.broadcaster, "close"):
+            await self.tx.broadcaster.close()
+        self.tx.close()

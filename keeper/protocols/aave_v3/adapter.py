@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, integer, one_of, boolean
+from decimal import Decimal
+
+from ...config import Section, address, boolean, decimal, integer, one_of
 from ...errors import BadResponseError, ConfigError, RpcError
 from ...multicall import Call, Multicall
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
@@ -37,6 +39,8 @@ F_RESERVE_DATA = POOL.fn("getReserveData")
 F_RESERVES = POOL.fn("getReservesList")
 F_EMODE = POOL.fn("getEModeCategoryData")
 F_LIQUIDATE = POOL.fn("liquidationCall")
+F_FLASH_PREMIUM = POOL.fn("FLASHLOAN_PREMIUM_TOTAL")
+F_FLASH = abi.load("FlashLiquidator").fn("liquidate")
 F_PRICES = ORACLE.fn("getAssetsPrices")
 F_PRICE = ORACLE.fn("getAssetPrice")
 F_SOURCE = ORACLE.fn("getSourceOfAsset")
@@ -63,6 +67,11 @@ class AaveV3Config:
     gas_limit: int
     max_price_age_s: int | None
     enabled: bool = True
+    flash_liquidator: str | None = None
+    flash_gas_estimate: int = 800_000
+    flash_gas_limit: int = 2_000_000
+    flash_min_profit_share_bps: int = 5_000
+    routes: tuple[str, ...] = ("inventory", "flash")
 
 
 def parse_config(s: Section) -> AaveV3Config:
@@ -76,7 +85,19 @@ def parse_config(s: Section) -> AaveV3Config:
         gas_limit=s.get("gas_limit", integer(21_000), 1_000_000),
         max_price_age_s=s.get("max_price_age_s", integer(1), None),
         enabled=s.get("enabled", boolean, True),
+        flash_liquidator=s.get("flash_liquidator", address, None),
+        flash_gas_estimate=s.get("flash_gas_estimate", integer(21_000), 800_000),
+        flash_gas_limit=s.get("flash_gas_limit", integer(21_000), 2_000_000),
+        flash_min_profit_share_bps=int(s.get("flash_min_profit_share", decimal(minimum=Decimal(0)), Decimal("0.5"))
+                                       * 10_000),
+        routes=s.get("routes", _routes, ("inventory", "flash")),
     )
+
+
+def _routes(where: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v or any(r not in ("inventory", "flash") for r in v):
+        raise ConfigError(f"{where}: must be a non-empty list of \"inventory\" and/or \"flash\"")
+    return tuple(v)
 
 
 def _bad(where: str, msg: str):
@@ -154,6 +175,10 @@ class AaveLiquidation:
     swap_cost_usd_e8: int
     swap_fee_tier: int
     swap_out: int  # debt base units from selling the collateral back
+    route: str = "inventory"  # inventory | flash
+    flash_amount: int = 0  # debt base units borrowed
+    flash_premium: int = 0  # debt base units paid to the pool for the loan
+    flash_premium_usd_e8: int = 0
 
     def log_fields(self) -> dict[str, Any]:
         return {
@@ -167,6 +192,8 @@ class AaveLiquidation:
             "protocol_fee_usd": self.protocol_fee_usd_e8 / 1e8,
             "swap_cost_usd": self.swap_cost_usd_e8 / 1e8,
             "swap_fee_tier": self.swap_fee_tier,
+            "route": self.route,
+            **({"flash_premium_usd": self.flash_premium_usd_e8 / 1e8} if self.route == "flash" else {}),
         }
 
 
@@ -200,7 +227,8 @@ class Adapter:
         self.synced_to = cfg.start_block - 1
         self.last_skips: list[Skip] = []
         self.last_opportunities: list[Opportunity] = []
-        self.last_candidates: dict[str, list[tuple[tuple[str, str], int]]] = {}
+        self.last_candidates: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        self.flash_premium_bps = 0
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -217,7 +245,13 @@ class Adapter:
         self.pool = abi.to_checksum(PROVIDER.fn("getPool").decode_one(res[0][1]))
         self.oracle = abi.to_checksum(PROVIDER.fn("getPriceOracle").decode_one(res[1][1]))
         await self.load_reserves()
-        self.log.info("aave_ready", pool=self.pool, oracle=self.oracle,
+        if self.cfg.flash_liquidator:
+            code = await self.rpc.call("eth_getCode", [self.cfg.flash_liquidator, "latest"])
+            if not isinstance(code, str) or len(code) <= 2:
+                raise ConfigError(f"{self.name}.flash_liquidator: no contract at {self.cfg.flash_liquidator} "
+                                  "(deploy one with 'keeper deploy-liquidator')")
+            self.flash_premium_bps = F_FLASH_PREMIUM.decode_one(await self.rpc.eth_call(self.pool, F_FLASH_PREMIUM.encode()))
+        self.log.info("aave_ready", flash_liquidator=self.cfg.flash_liquidator, pool=self.pool, oracle=self.oracle,
                       reserves=[r.symbol for r in self.reserves], rules=self.cfg.rules)
 
     async def load_reserves(self) -> None:
@@ -341,6 +375,10 @@ class Adapter:
 
     # -- opportunities ----------------------------------------------------------------
     async def opportunities(self, head: Head) -> list[Opportunity]:
+        """Every liquidatable account's best pair, sized for each route the keeper has:
+        its own inventory of the debt asset, and (with a flash_liquidator) a flash loan.
+        Both routes of one account share the Opportunity key: the ranking keeps the one
+        that nets more after gas."""
         liquidatable = await self.refresh(head)
         self.last_skips = []
         self.last_candidates = {}
@@ -351,67 +389,74 @@ class Adapter:
         stale = {r.asset for r in self.reserves
                  if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
         positions = await self._positions(liquidatable, head.number)
-        candidates: list[tuple[str, AaveLiquidation | None, am.Side, am.Side, Reserve, Reserve]] = []
+        drafts: list[tuple[AaveLiquidation, am.Side, am.Side, Reserve, Reserve]] = []
         for user, pos in positions.items():
             hf = self.health[user].health_factor_wad
             total_debt = self.health[user].debt_base
-            found = False
-            for c in self.reserves:
-                coll_bal = pos["collateral"].get(c.asset, 0)
-                if coll_bal == 0 or not pos["uses_as_collateral"](c.id) or c.liquidation_threshold_bps == 0:
+            pairs = [(c, d) for c in self.reserves for d in self.reserves
+                     if pos["collateral"].get(c.asset, 0) and pos["uses_as_collateral"](c.id)
+                     and c.liquidation_threshold_bps and pos["debt"].get(d.asset, 0)]
+            if not pairs:
+                self.last_skips.append(Skip(user, "no_collateral_debt_pair"))
+            for c, d in pairs:
+                where = {"collateral": c.symbol, "debt": d.symbol}
+                if not (c.active and d.active) or c.paused or d.paused:
+                    self.last_skips.append(Skip(user, "reserve_paused_or_inactive", where))
                     continue
-                for d in self.reserves:
-                    debt_bal = pos["debt"].get(d.asset, 0)
-                    if debt_bal == 0:
-                        continue
-                    found = True
-                    if not (c.active and d.active) or c.paused or d.paused:
-                        self.last_skips.append(Skip(user, "reserve_paused_or_inactive", {"collateral": c.symbol, "debt": d.symbol}))
-                        continue
-                    if {c.asset, d.asset} & bad_prices:
-                        self.last_skips.append(Skip(user, "zero_price", {"collateral": c.symbol, "debt": d.symbol}))
-                        continue
-                    if {c.asset, d.asset} & stale:
-                        self.last_skips.append(Skip(user, "stale_price", {"collateral": c.symbol, "debt": d.symbol}))
-                        continue
-                    bonus, c_price, d_price = self._bonus_and_prices(pos, c, d)
-                    coll = am.Side(price=c_price, unit=c.unit, balance=coll_bal)
-                    debt = am.Side(price=d_price, unit=d.unit, balance=debt_bal)
-                    inv = None if self.inventory is None else self.inventory.get(d.asset, 0)
-                    limit = am.max_liquidatable_debt(self.cfg.rules, hf, debt, coll, total_debt)
-                    requested = limit if inv is None else min(limit, inv)
+                if {c.asset, d.asset} & bad_prices:
+                    self.last_skips.append(Skip(user, "zero_price", where))
+                    continue
+                if {c.asset, d.asset} & stale:
+                    self.last_skips.append(Skip(user, "stale_price", where))
+                    continue
+                bonus, c_price, d_price = self._bonus_and_prices(pos, c, d)
+                coll = am.Side(price=c_price, unit=c.unit, balance=pos["collateral"][c.asset])
+                debt = am.Side(price=d_price, unit=d.unit, balance=pos["debt"][d.asset])
+                limit = am.max_liquidatable_debt(self.cfg.rules, hf, debt, coll, total_debt)
+                routes: list[tuple[str, int | None]] = []
+                if "inventory" in self.cfg.routes:
+                    routes.append(("inventory", None if self.inventory is None else self.inventory.get(d.asset, 0)))
+                if self.flash_enabled:
+                    routes.append(("flash", None))
+                for route, inv in routes:
                     liq = am.size_liquidation(self.cfg.rules, hf, debt, coll, total_debt, bonus, c.protocol_fee_bps, inv)
                     if liq is None:
                         reason = "no_inventory" if inv == 0 else "dust_or_zero_size"
-                        self.last_skips.append(Skip(user, reason, {"collateral": c.symbol, "debt": d.symbol}))
+                        self.last_skips.append(Skip(user, reason, {**where, "route": route}))
                         continue
+                    requested = limit if inv is None else min(limit, inv)
                     if requested >= debt.balance and self.cfg.rules == "v3.3":
                         # v3.3 refuses to leave dust: a full close asks for "all allowed" so the
                         # interest accrued by the next block is repaid too. (v3.0 can revert
                         # with an arithmetic underflow when burning the exact full debt, by one
                         # wei of rayDiv rounding; there the exact amount read is asked for.)
                         requested = MAX_UINT
-                    candidates.append((user, _draft(user, c, d, requested, liq, hf, bonus, coll, debt), coll, debt, c, d))
-            if not found:
-                self.last_skips.append(Skip(user, "no_collateral_debt_pair"))
-        if not candidates:
+                    drafts.append((_draft(user, c, d, requested, liq, hf, route), coll, debt, c, d))
+        if not drafts:
             self.last_opportunities = []
             return []
         quotes = await self.quoter.quote_many(
-            [QuoteRequest(c.asset, d.asset, draft.collateral_to_liquidator) for _, draft, _, _, c, d in candidates],
-            head.number)
-        best: dict[str, Opportunity] = {}
-        for (user, draft, coll, debt, c, d), q in zip(candidates, quotes):
+            [QuoteRequest(c.asset, d.asset, draft.collateral_to_liquidator) for draft, _, _, c, d in drafts], head.number)
+        best: dict[tuple[str, str], Opportunity] = {}
+        for (draft, coll, debt, c, d), q in zip(drafts, quotes):
             if q is None:
-                self.last_skips.append(Skip(user, "no_swap_route", {"collateral": c.symbol, "debt": d.symbol}))
+                self.last_skips.append(Skip(draft.user, "no_swap_route", {"collateral": c.symbol, "debt": d.symbol}))
                 continue
             opp = self._price(head, draft, coll, debt, c, d, q.amount_out, q.fee_tier)
-            self.last_candidates.setdefault(user, []).append(((c.symbol, d.symbol), opp.gross_profit_usd_e8))
-            cur = best.get(user)
+            if opp is None:
+                continue
+            self.last_candidates.setdefault(draft.user, []).append(
+                ((c.symbol, d.symbol), opp.gross_profit_usd_e8) if draft.route == "inventory"
+                else ((c.symbol, d.symbol, "flash"), opp.gross_profit_usd_e8))
+            cur = best.get((draft.user, draft.route))
             if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
-                best[user] = opp
+                best[(draft.user, draft.route)] = opp
         self.last_opportunities = list(best.values())
         return self.last_opportunities
+
+    @property
+    def flash_enabled(self) -> bool:
+        return "flash" in self.cfg.routes and bool(self.cfg.flash_liquidator) and self.keeper is not None
 
     def _bonus_and_prices(self, pos: dict[str, Any], c: Reserve, d: Reserve) -> tuple[int, int, int]:
         bonus, c_price, d_price = c.liquidation_bonus_bps, c.price, d.price
@@ -430,32 +475,79 @@ class Adapter:
         return base * 10**8 // self.base_unit
 
     def _price(self, head: Head, draft: AaveLiquidation, coll: am.Side, debt: am.Side, c: Reserve, d: Reserve,
-               swap_out: int, fee_tier: int) -> Opportunity:
+               swap_out: int, fee_tier: int) -> Opportunity | None:
         debt_value = debt.to_base(draft.debt_to_cover)
         received_value = coll.to_base(draft.collateral_to_liquidator)
         fee_value = coll.to_base(draft.protocol_fee)
         taken_value = coll.to_base(draft.collateral_to_liquidator + draft.protocol_fee)
         swap_value = debt.to_base(swap_out)
+        flash_amount = premium = 0
+        if draft.route == "flash":
+            flash_amount = draft.debt_to_cover if draft.debt_requested != MAX_UINT else \
+                draft.debt_to_cover + draft.debt_to_cover // 10_000 + 1  # headroom for a block of interest
+            premium = am.percent_mul(flash_amount, self.flash_premium_bps)
+        premium_value = debt.to_base(premium)
         detail = AaveLiquidation(
             **{**_fields(draft),
                "bonus_usd_e8": self._to_usd_e8(taken_value - debt_value),
                "protocol_fee_usd_e8": self._to_usd_e8(fee_value),
                "swap_cost_usd_e8": self._to_usd_e8(received_value - swap_value),
-               "swap_fee_tier": fee_tier, "swap_out": swap_out})
-        plan = TxPlan(
-            to=self.pool,
-            data=F_LIQUIDATE.encode(c.asset, d.asset, draft.user, draft.debt_requested, False),
-            gas_limit=self.cfg.gas_limit,
-            approvals=(Approval(d.asset, self.pool, draft.debt_to_cover),),
-            description=f"liquidationCall {c.symbol}/{d.symbol} {draft.user}",
-        )
+               "swap_fee_tier": fee_tier, "swap_out": swap_out,
+               "flash_amount": flash_amount, "flash_premium": premium,
+               "flash_premium_usd_e8": self._to_usd_e8(premium_value)})
+        gross = self._to_usd_e8(swap_value - debt_value - premium_value)
+        if draft.route == "inventory":
+            plan = TxPlan(
+                to=self.pool,
+                data=F_LIQUIDATE.encode(c.asset, d.asset, draft.user, draft.debt_requested, False),
+                gas_limit=self.cfg.gas_limit,
+                approvals=(Approval(d.asset, self.pool, draft.debt_to_cover),),
+                description=f"liquidationCall {c.symbol}/{d.symbol} {draft.user}",
+            )
+            spend: tuple[tuple[str, int], ...] = ((d.asset, draft.debt_to_cover),)
+            gas = self.cfg.gas_estimate
+        else:
+            if c.asset == d.asset:
+                path = b""
+            elif fee_tier:
+                path = bytes.fromhex(c.asset[2:]) + fee_tier.to_bytes(3, "big") + bytes.fromhex(d.asset[2:])
+            else:
+                return None
+            expected_profit = swap_out - draft.debt_to_cover - premium
+            if expected_profit <= 0:
+                return None
+            min_profit = expected_profit * self.cfg.flash_min_profit_share_bps // 10_000
+            plan = TxPlan(
+                to=self.cfg.flash_liquidator,
+                data=F_FLASH.encode(c.asset, d.asset, draft.user, draft.debt_requested, flash_amount, path, min_profit),
+                gas_limit=self.cfg.flash_gas_limit,
+                description=f"flash liquidation {c.symbol}/{d.symbol} {draft.user}",
+            )
+            spend = ()
+            gas = self.cfg.flash_gas_estimate
         return Opportunity(
             protocol=self.name, kind=self.kind, account=draft.user, block=head.number,
-            gross_profit_usd_e8=self._to_usd_e8(swap_value - debt_value),
-            gas_units=self.cfg.gas_estimate, plan=plan,
-            spend=((d.asset, draft.debt_to_cover),), detail=detail,
+            gross_profit_usd_e8=gross, gas_units=gas, plan=plan, spend=spend, detail=detail,
             risk_e18=10**18 - min(draft.health_factor_wad, 10**18),
         )
+
+    # -- simulation measurement -------------------------------------------------------
+    def measure_tokens(self, opp: Opportunity) -> tuple[str, ...]:
+        d = opp.detail
+        return (d.debt_asset,) if d.collateral_asset == d.debt_asset else (d.collateral_asset, d.debt_asset)
+
+    def measured_profit_usd_e8(self, opp: Opportunity, deltas: dict[str, int], return_data: bytes) -> int | None:
+        """Profit from the simulated balance changes of the keeper: debt asset gained (flash:
+        the profit sent to the owner; inventory: minus what was repaid) plus the collateral
+        received valued at the quoted swap-back rate, in USD e8."""
+        d = opp.detail
+        r = self.reserve(d.debt_asset)
+        if r is None or r.price <= 0:
+            return None
+        debt_units = deltas.get(d.debt_asset, 0)
+        if d.collateral_asset != d.debt_asset and d.collateral_to_liquidator:
+            debt_units += deltas.get(d.collateral_asset, 0) * d.swap_out // d.collateral_to_liquidator
+        return self._to_usd_e8(debt_units * r.price // r.unit)
 
     async def _positions(self, users: list[str], block: int) -> dict[str, dict[str, Any]]:
         calls: list[Call] = []
@@ -558,14 +650,14 @@ class Adapter:
         return rows
 
 
-def _draft(user: str, c: Reserve, d: Reserve, requested: int, liq: am.Liquidation, hf: int, bonus: int,
-           coll: am.Side, debt: am.Side) -> AaveLiquidation:
+def _draft(user: str, c: Reserve, d: Reserve, requested: int, liq: am.Liquidation, hf: int,
+           route: str) -> AaveLiquidation:
     return AaveLiquidation(
         user=user, collateral_asset=c.asset, collateral_symbol=c.symbol, debt_asset=d.asset, debt_symbol=d.symbol,
         debt_requested=requested, debt_to_cover=liq.debt_to_cover,
         collateral_to_liquidator=liq.collateral_to_liquidator, protocol_fee=liq.protocol_fee,
         health_factor_wad=hf, close_factor_bps=am.close_factor_bps(hf),
-        bonus_usd_e8=0, protocol_fee_usd_e8=0, swap_cost_usd_e8=0, swap_fee_tier=0, swap_out=0)
+        bonus_usd_e8=0, protocol_fee_usd_e8=0, swap_cost_usd_e8=0, swap_fee_tier=0, swap_out=0, route=route)
 
 
 def _fields(x: AaveLiquidation) -> dict[str, Any]:
