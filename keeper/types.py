@@ -76,3 +76,4 @@ class Outcome:
     gas_cost_wei: int = 0
     expected_profit_usd_e8: int = 0
     realized: dict[str, Any] = field(default_factory=dict)  # protocol-reported amounts
+    simulated: dict[str, int] = field(default_factory=dict)  # token -> simulated change of the keeper's balance

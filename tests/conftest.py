@@ -73,6 +73,11 @@ class Chain:
         sym, amount = borrow
         self.send_as(borrower, self.dep.pool, pool.fn("borrow").encode(self.dep.tokens[sym], amount, 2, 0, borrower))
 
+    def send_as_pending(self, sender: str, to: str, data: bytes) -> str:
+        """Send without waiting (for chains with automine off)."""
+        self.call("anvil_impersonateAccount", [sender])
+        return self.call("eth_sendTransaction", [{"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(100_000)}])
+
     def send_as(self, sender: str, to: str, data: bytes) -> dict[str, Any]:
         self.call("anvil_impersonateAccount", [sender])
         h = self.call("eth_sendTransaction", [{"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(2_000_000)}])
@@ -105,6 +110,18 @@ def chain(devnet):
         yield Chain(node.url, dep)
     finally:
         rpc(node.url, "evm_revert", [snap])
+        rpc(node.url, "evm_setAutomine", [True])
+        # anvil keeps its fee state across a revert: put the next base fee back where the block says
+        base = rpc(node.url, "eth_getBlockByNumber", ["latest", False])["baseFeePerGas"]
+        rpc(node.url, "anvil_setNextBlockBaseFeePerGas", [base])
+
+
+def only_env(name: str) -> dict[str, str]:
+    """Environment overrides that leave only the named [[protocols]] entry of devnet.toml on."""
+    import tomllib
+
+    names = [p["name"] for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"]]
+    return {f"KEEPER_PROTOCOLS__{i}__ENABLED": "true" if n == name else "false" for i, n in enumerate(names)}
 
 
 def keeper_env(chain: Chain, **extra: str) -> dict[str, str]:
@@ -120,9 +137,17 @@ async def make_keeper(chain, monkeypatch, tmp_path):
     made: list[Keeper] = []
     monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)
 
-    async def make(dry_run: bool = False, routes: str = '["inventory"]', **env: str) -> Keeper:
-        """routes: the foundation tests use the keeper's own inventory; flash tests ask for it."""
-        env.setdefault("KEEPER_PROTOCOLS__0__ROUTES", routes)
+    async def make(dry_run: bool = False, routes: str = '["inventory"]', only: str | None = None, **env: str) -> Keeper:
+        """routes: the Aave tests use the keeper's own inventory unless they ask for flash loans.
+        only: run just this [[protocols]] entry of config/devnet.toml (the others disabled)."""
+        import tomllib
+
+        names = [p["name"] for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"]]
+        if "aave-v3-devnet" in names:
+            env.setdefault(f"KEEPER_PROTOCOLS__{names.index('aave-v3-devnet')}__ROUTES", routes)
+        if only is not None:
+            for i, n in enumerate(names):
+                env.setdefault(f"KEEPER_PROTOCOLS__{i}__ENABLED", "true" if n == only else "false")
         env.setdefault("KEEPER_KEEPER__JOURNAL", str(tmp_path / f"journal-{len(made)}.jsonl"))
         cfg = load_config(DEVNET_CONFIG, environ=keeper_env(chain, **env))
         k = Keeper(cfg, dry_run=dry_run)
@@ -133,3 +158,14 @@ async def make_keeper(chain, monkeypatch, tmp_path):
     yield make
     for k in made:
         await k.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """A test that runs the CLI configures logging globally (level, renderer); reset it so the
+    next test's capture_logs sees every event."""
+    import structlog
+
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -12,6 +12,7 @@ from keeper.protocols.aave_v3 import math as am
 
 from .conftest import KEEPER
 
+AAVE = "aave-v3-devnet"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 POOL = abi.load("AavePool")
 LIQ = POOL.event("LiquidationCall")
@@ -27,7 +28,7 @@ async def test_keeper_liquidates_after_a_price_drop_and_is_paid_exactly_what_the
     chain.shock("WETH", -12)
     before = {s: chain.balance(s, KEEPER) for s in chain.dep.tokens}
     start = chain.block_number()
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     head = await keeper.read_head()
     outs = await keeper.cycle(head)
     confirmed = [o for o in outs if o.status == "confirmed"]
@@ -57,7 +58,7 @@ async def test_keeper_liquidates_after_a_price_drop_and_is_paid_exactly_what_the
 
 async def test_close_factor_is_half_above_095_and_full_below(chain, make_keeper):
     chain.shock("WETH", -12)
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     head = await keeper.read_head()
     outs = await keeper.cycle(head)
     adapter = keeper.adapters["aave-v3-devnet"]
@@ -75,7 +76,7 @@ async def test_close_factor_is_half_above_095_and_full_below(chain, make_keeper)
 async def test_dry_run_logs_each_opportunity_and_sends_nothing(chain, make_keeper):
     chain.shock("WETH", -12)
     nonce, block = chain.nonce(KEEPER), chain.block_number()
-    keeper = await make_keeper(dry_run=True)
+    keeper = await make_keeper(only=AAVE, dry_run=True)
     with capture_logs() as logs:
         head = await keeper.read_head()
         outs = await keeper.cycle(head)
@@ -89,7 +90,7 @@ async def test_dry_run_logs_each_opportunity_and_sends_nothing(chain, make_keepe
 
 async def test_healthy_accounts_are_never_touched(chain, make_keeper):
     nonce = chain.nonce(KEEPER)
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     head = await keeper.read_head()
     outs = await keeper.cycle(head)
     assert outs == [] and chain.nonce(KEEPER) == nonce
@@ -111,7 +112,7 @@ async def test_multi_collateral_account_gets_the_best_paying_pair(chain, make_ke
     chain.open_position(user, {"WETH": 10 * 10**18, "WBTC": 5 * 10**7}, ("USDC", 45_000 * 10**6))
     chain.shock("WETH", -12)
     chain.shock("WBTC", -12)
-    keeper = await make_keeper(dry_run=True)
+    keeper = await make_keeper(only=AAVE, dry_run=True)
     head = await keeper.read_head()
     adapter = keeper.adapters["aave-v3-devnet"]
     await adapter.sync(head)
@@ -130,7 +131,7 @@ async def test_inventory_caps_the_repayment_and_nothing_is_sent_without_it(chain
     keep = 500 * 10**6
     bal = chain.balance("USDC", KEEPER)
     chain.send_as(KEEPER, usdc, erc20.fn("transfer").encode(chain.dep.depositor, bal - keep))
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     head = await keeper.read_head()
     outs = await keeper.cycle(head)
     usdc_opps = [o for o in outs if o.opp.detail.debt_symbol == "USDC"]
@@ -142,7 +143,7 @@ async def test_inventory_caps_the_repayment_and_nothing_is_sent_without_it(chain
 async def test_unprofitable_liquidations_are_refused(chain, make_keeper):
     chain.shock("WETH", -12)
     nonce = chain.nonce(KEEPER)
-    keeper = await make_keeper(KEEPER_KEEPER__MIN_PROFIT_USD="1000000000")
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__MIN_PROFIT_USD="1000000000")
     with capture_logs() as logs:
         head = await keeper.read_head()
         outs = await keeper.cycle(head)
@@ -153,7 +154,7 @@ async def test_unprofitable_liquidations_are_refused(chain, make_keeper):
 
 async def test_liquidating_until_no_position_is_left_below_one(chain, make_keeper):
     chain.shock("WETH", -12)
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     for _ in range(8):
         head = await keeper.read_head()
         outs = await keeper.cycle(head)
@@ -174,7 +175,7 @@ async def test_stale_oracle_prices_are_not_acted_on(chain, make_keeper):
     chain.call("evm_increaseTime", [7200])
     chain.call("evm_mine")
     nonce = chain.nonce(KEEPER)
-    keeper = await make_keeper(KEEPER_PROTOCOLS__0__MAX_PRICE_AGE_S="3600")
+    keeper = await make_keeper(only=AAVE, KEEPER_PROTOCOLS__0__MAX_PRICE_AGE_S="3600")
     with capture_logs() as logs:
         outs = await keeper.cycle(await keeper.read_head())
     assert outs == [] and chain.nonce(KEEPER) == nonce
@@ -184,7 +185,7 @@ async def test_stale_oracle_prices_are_not_acted_on(chain, make_keeper):
 async def test_a_zero_oracle_price_is_logged_and_the_keeper_goes_on(chain, make_keeper):
     from keeper.devnet.deploy import DEPLOYER
 
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     agg = chain.dep.aggregators["WETH"]
     chain.send_as(DEPLOYER, agg, abi.Function("setAnswer", ["int256"], []).encode(0))
     nonce = chain.nonce(KEEPER)
@@ -204,7 +205,7 @@ async def test_simulation_stops_a_liquidation_the_chain_would_revert(chain, make
     from keeper.devnet import set_price
 
     chain.shock("WETH", -12)
-    keeper = await make_keeper()
+    keeper = await make_keeper(only=AAVE)
     head = await keeper.read_head()
     opps = await keeper.gather(head)
     native = await keeper.native_usd_e8()

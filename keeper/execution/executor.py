@@ -144,7 +144,7 @@ class LiveExecutor(Executor):
         self.tx = TxManager(rpc, signer, cfg.keeper, journal, log, broadcaster)
         self._approved: set[tuple[str, str]] = set()
         self._prereqs_done: set[tuple[str, bytes]] = set()
-        self._sent: dict[str, tuple[Priced, Tracked]] = {}  # intent id -> what it was for
+        self._sent: dict[str, tuple[Priced, MeasuredSim]] = {}  # intent id -> what it was for
 
     @property
     def in_flight(self) -> set[str]:
@@ -228,7 +228,7 @@ class LiveExecutor(Executor):
                           nonce=t.nonce, gas_limit=gas, max_fee_gwei=t.max_fee / 1e9, priority_fee_gwei=t.prio / 1e9,
                           expected_profit_usd=repriced.net_profit_usd_e8 / 1e8, broadcaster=self.tx.broadcaster.name,
                           **detail)
-            self._sent[t.id] = (repriced, t)
+            self._sent[t.id] = (repriced, sim)
             sent.append(t)
         if sent:
             mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s)
@@ -246,7 +246,7 @@ class LiveExecutor(Executor):
         sim = await simulate(self.rpc, TxPlan(to=t.plan.to, data=t.plan.data, value=t.plan.value,
                                               gas_limit=max(t.gas, 21_000)), self.address)
         if not sim.ok:
-            self.log.info("pending_would_revert", key=t.key, nonce=t.nonce, revert=sim.reason)
+            self.log.info("pending_would_revert", intent=t.key, nonce=t.nonce, revert=sim.reason)
         return sim.ok
 
     def _finish(self, t: Tracked) -> Outcome | None:
@@ -258,10 +258,10 @@ class LiveExecutor(Executor):
         if entry is None:  # a set-up call, or a transaction restored from the journal
             if t.key.startswith("setup:"):
                 return None
-            self.log.info("restored_tx_mined", key=t.key, tx=t.mined_hash, block=block, status=rc.get("status"),
+            self.log.info("restored_tx_mined", intent=t.key, tx=t.mined_hash, block=block, status=rc.get("status"),
                           cancelled=t.cancelled)
             return None
-        p, _ = entry
+        p, sim = entry
         opp = p.opp
         if t.cancelled:
             self.log.info("liquidation_cancelled", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
@@ -275,7 +275,8 @@ class LiveExecutor(Executor):
                           block=block, gas_used=gas_used, gas_cost_eth=gas_used * price / 1e18,
                           expected_profit_usd=p.net_profit_usd_e8 / 1e8, replacements=len(t.hashes) - 1, **realized)
             out = Outcome(opp=opp, status="confirmed", tx_hash=t.mined_hash, gas_used=gas_used,
-                          gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized)
+                          gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized,
+                          simulated=dict(sim.deltas or {}))
         else:
             self.log.warning("liquidation_failed", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
                              block=block, reason="reverted", gas_used=gas_used)

@@ -128,7 +128,7 @@ class TxManager:
                 if not isinstance(blk, dict) or blk.get("hash") != s.block_hash:
                     # the chain this was sent on is gone (a devnet restarted, a deep reorg)
                     self.journal.append({"t": "dropped", "id": s.id, "reason": "chain_reset"})
-                    self.log.warning("in_flight_dropped", key=s.key, nonce=s.nonce, reason="chain_reset")
+                    self.log.warning("in_flight_dropped", intent=s.key, nonce=s.nonce, reason="chain_reset")
                     continue
             plan = TxPlan(to=s.to, data=bytes.fromhex(s.data[2:]), value=s.value, gas_limit=0)
             tr = Tracked(id=s.id, key=s.key, plan=plan, nonce=s.nonce, gas=0, max_fee=0, prio=0, sent_block=s.block,
@@ -142,10 +142,10 @@ class TxManager:
             known = await self._known(tr.hashes)
             if tr.status == "pending" and not known and latest > s.nonce:
                 self.journal.append({"t": "dropped", "id": s.id, "reason": "nonce_used_by_another_transaction"})
-                self.log.warning("in_flight_dropped", key=s.key, nonce=s.nonce, hashes=s.hashes)
+                self.log.warning("in_flight_dropped", intent=s.key, nonce=s.nonce, hashes=s.hashes)
                 continue
             self.pending[s.id] = tr
-            self.log.warning("in_flight_restored", key=s.key, nonce=s.nonce, hashes=s.hashes, status=s.status,
+            self.log.warning("in_flight_restored", intent=s.key, nonce=s.nonce, hashes=s.hashes, status=s.status,
                              known_to_node=known)
 
     async def _known(self, hashes: list[str]) -> bool:
@@ -310,7 +310,7 @@ class TxManager:
                     else:  # reorged out: back to pending
                         t.status, t.receipt, t.mined_hash = "pending", None, None
                         self.journal.append({"t": "unmined", "id": t.id})
-                        self.log.warning("tx_reorged_out", key=t.key, nonce=t.nonce)
+                        self.log.warning("tx_reorged_out", intent=t.key, nonce=t.nonce)
             elif t.status == "mined" and t.receipt is None:  # restored from the journal as mined
                 t.status = "final"
                 self.journal.append({"t": "final", "id": t.id, "hash": t.mined_hash, "block": 0})
@@ -326,7 +326,7 @@ class TxManager:
         if latest > t.nonce:  # the nonce is used and none of our hashes was mined: someone else's tx took it
             t.status = "dropped"
             self.journal.append({"t": "dropped", "id": t.id, "reason": "nonce_used_by_another_transaction"})
-            self.log.warning("tx_dropped", key=t.key, nonce=t.nonce)
+            self.log.warning("tx_dropped", intent=t.key, nonce=t.nonce)
             del self.pending[t.id]
             return
         still_good = (not t.cancelled) and await resimulate(t)
@@ -338,7 +338,7 @@ class TxManager:
                 cap = min(cap, t.profit_cap_wei // t.gas)
             if new_max > cap:
                 if t.max_fee * BUMP_NUM // BUMP_DEN + 1 > cap:
-                    self.log.warning("replacement_capped", key=t.key, nonce=t.nonce, max_fee_gwei=t.max_fee / 1e9,
+                    self.log.warning("replacement_capped", intent=t.key, nonce=t.nonce, max_fee_gwei=t.max_fee / 1e9,
                                      cap_gwei=cap / 1e9)
                     t.sent_block = head.number  # look again in replace_after_blocks
                     return
@@ -347,10 +347,10 @@ class TxManager:
             try:
                 h = await self._broadcast(t, t.plan, t.gas, new_max, new_prio, head, "replace")
             except RpcError as e:
-                self.log.warning("replacement_rejected", key=t.key, nonce=t.nonce, error=e.rpc_message)
+                self.log.warning("replacement_rejected", intent=t.key, nonce=t.nonce, error=e.rpc_message)
                 t.sent_block = head.number
                 return
-            self.log.info("tx_replaced", key=t.key, nonce=t.nonce, tx=h, max_fee_gwei=new_max / 1e9,
+            self.log.info("tx_replaced", intent=t.key, nonce=t.nonce, tx=h, max_fee_gwei=new_max / 1e9,
                           priority_fee_gwei=new_prio / 1e9)
         else:
             # the call would now revert (or the plan is unknown after a restart): a 21,000-gas
@@ -361,12 +361,12 @@ class TxManager:
             try:
                 h = await self._broadcast(t, cancel, CANCEL_GAS, new_max, min(new_prio, new_max), head, "cancel")
             except RpcError as e:
-                self.log.warning("cancel_rejected", key=t.key, nonce=t.nonce, error=e.rpc_message)
+                self.log.warning("cancel_rejected", intent=t.key, nonce=t.nonce, error=e.rpc_message)
                 t.sent_block = head.number
                 return
             t.cancelled = True
             t.plan, t.gas = cancel, CANCEL_GAS
-            self.log.info("tx_cancelled", key=t.key, nonce=t.nonce, tx=h, max_fee_gwei=new_max / 1e9)
+            self.log.info("tx_cancelled", intent=t.key, nonce=t.nonce, tx=h, max_fee_gwei=new_max / 1e9)
         t.sent_block = head.number
 
     def close(self) -> None:

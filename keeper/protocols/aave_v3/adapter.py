@@ -41,6 +41,7 @@ F_EMODE = POOL.fn("getEModeCategoryData")
 F_LIQUIDATE = POOL.fn("liquidationCall")
 F_FLASH_PREMIUM = POOL.fn("FLASHLOAN_PREMIUM_TOTAL")
 F_FLASH = abi.load("FlashLiquidator").fn("liquidate")
+EV_FLASH = abi.load("FlashLiquidator").event("Liquidated")
 F_PRICES = ORACLE.fn("getAssetsPrices")
 F_PRICE = ORACLE.fn("getAssetPrice")
 F_SOURCE = ORACLE.fn("getSourceOfAsset")
@@ -483,8 +484,12 @@ class Adapter:
         swap_value = debt.to_base(swap_out)
         flash_amount = premium = 0
         if draft.route == "flash":
-            flash_amount = draft.debt_to_cover if draft.debt_requested != MAX_UINT else \
-                draft.debt_to_cover + draft.debt_to_cover // 10_000 + 1  # headroom for a block of interest
+            flash_amount = draft.debt_to_cover
+            if draft.debt_requested != draft.debt_to_cover:
+                # a full close (max uint) or all the collateral: the amount the protocol takes
+                # grows with the interest accrued by the next block; borrow 0.01% headroom
+                # (returned with the profit) but never more than was asked for
+                flash_amount = min(draft.debt_requested, draft.debt_to_cover + draft.debt_to_cover // 10_000 + 1)
             premium = am.percent_mul(flash_amount, self.flash_premium_bps)
         premium_value = debt.to_base(premium)
         detail = AaveLiquidation(
@@ -606,13 +611,19 @@ class Adapter:
         return explain(reason)
 
     def parse_outcome(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for lg in receipt.get("logs", []):
+            if (self.cfg.flash_liquidator and lg.get("topics") and lg["topics"][0] == EV_FLASH.topic0
+                    and lg["address"].lower() == self.cfg.flash_liquidator.lower()):
+                out["flash_profit"] = EV_FLASH.decode(lg)["profit"]  # debt base units sent to the owner
         for lg in receipt.get("logs", []):
             if lg.get("topics") and lg["topics"][0] == EV_LIQUIDATION.topic0 and lg["address"].lower() == self.pool.lower():
                 ev = EV_LIQUIDATION.decode(lg)
-                return {"debt_repaid": ev["debtToCover"], "collateral_received": ev["liquidatedCollateralAmount"],
-                        "collateral_asset": abi.to_checksum(ev["collateralAsset"]),
-                        "debt_asset": abi.to_checksum(ev["debtAsset"]), "user": abi.to_checksum(ev["user"])}
-        return {}
+                out.update({"debt_repaid": ev["debtToCover"], "collateral_received": ev["liquidatedCollateralAmount"],
+                            "collateral_asset": abi.to_checksum(ev["collateralAsset"]),
+                            "debt_asset": abi.to_checksum(ev["debtAsset"]), "user": abi.to_checksum(ev["user"])})
+                return out
+        return out
 
     def describe(self, opp: Opportunity) -> str:
         d = opp.detail
