@@ -172,11 +172,13 @@ class Keeper:
         return tracked + outs
 
     def _inventory(self) -> dict[str, int] | None:
+        """The keeper's token balances as the adapters read them (None: nobody knows them,
+        e.g. dry-run without keeper.address: then inventory does not limit the selection)."""
+        known = [a.inventory for a in self.adapters.values() if getattr(a, "inventory", None) is not None]
+        if not known:
+            return None
         inv: dict[str, int] = {}
-        for a in self.adapters.values():
-            ai = getattr(a, "inventory", None)
-            if ai is None:
-                return None
+        for ai in known:
             inv.update(ai)
         return inv
 

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--limit", type=int, default=30)
 
+    dl = sub.add_parser("deploy-liquidator", help="deploy the flash-loan liquidator contract from the keeper's key")
+    dl.add_argument("--config", required=True)
+
     d = sub.add_parser("demo", help="devnet up, seed, price shock, liquidate live, summary, shut down")
     d.add_argument("--borrowers", type=int, default=40)
     d.add_argument("--asset", default="WETH")
@@ -68,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(args))
         if args.cmd == "scan":
             return asyncio.run(_scan(args))
+        if args.cmd == "deploy-liquidator":
+            from .config import load_config
+            from .deploy_liquidator import deploy_liquidator
+
+            addr = asyncio.run(deploy_liquidator(load_config(args.config)))
+            print(f"FlashLiquidator deployed at {addr}\nadd to the aave_v3 [[protocols]] entry:\n"
+                  f'flash_liquidator = "{addr}"')
+            return 0
         if args.cmd == "demo":
             from .demo import demo
 

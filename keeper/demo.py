@@ -64,7 +64,7 @@ async def _run_keeper(url: str) -> tuple[list[Outcome], Any]:
             if not any(o.status == "confirmed" for o in outs):
                 break
             await keeper.rpc.call("evm_mine", [])
-        adapter = next(iter(keeper.adapters.values()))
+        adapter = next(a for a in keeper.adapters.values() if a.kind == "aave_v3")
         return list(keeper.executor.outcomes), adapter
     finally:
         await keeper.close()
@@ -75,7 +75,10 @@ def _fmt(amount: int, decimals: int) -> str:
 
 
 def _summary(outcomes: list[Outcome], adapter: Any) -> None:
-    confirmed = [o for o in outcomes if o.status == "confirmed"]
+    confirmed = [o for o in outcomes if o.status == "confirmed" and o.opp.kind == "aave_v3"]
+    for o in outcomes:
+        if o.status == "confirmed" and o.opp.kind != "aave_v3":
+            print(f"{o.opp.protocol}: {o.opp.account} expected ${o.expected_profit_usd_e8 / 1e8:,.2f} tx {o.tx_hash}")
     print(f"{'account':<42} {'debt repaid':>22} {'collateral seized':>24} {'expected $':>11} {'realized $':>11}")
     print(f"{'':<42} {'':>22} {'':>24} {'(swap back)':>11} {'(oracle)':>11}")
     total_exp = total_real = 0

@@ -85,3 +85,18 @@ def selector(sig: str) -> str:
     from eth_utils import keccak
 
     return "0x" + keccak(text=sig)[:4].hex()
+
+
+async def test_deploy_liquidator_deploys_a_contract_owned_by_the_keeper(chain, monkeypatch, capsys):
+    from keeper.cli import main
+
+    monkeypatch.setenv("KEEPER_RPC_URL", chain.url)
+    monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)
+    from .conftest import DEVNET_CONFIG
+
+    code = await asyncio.to_thread(main, ["deploy-liquidator", "--config", str(DEVNET_CONFIG)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    addr = out.split("deployed at ")[1].split()[0]
+    owner = chain.call("eth_call", [{"to": addr, "data": "0x" + FLASH.fn("owner").encode().hex()}, "latest"])
+    assert owner[-40:].lower() == KEEPER[2:].lower()
