@@ -19,8 +19,6 @@ arbitrages the DAI pools holding it to the new oracle price.
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
@@ -79,6 +77,7 @@ VAULTS_PER_ILK = 12
 RATIO_LO_BP, RATIO_HI_BP = 10_300, 20_000  # collateralization / mat, in basis points
 KEEPER_VAT_DAI = 1_000_000 * RAD
 POOL_FEE = 3000
+CALLEE_NONCE = 1_000  # the keeper's nonce when it deploys its TakeCallee
 POOL_SIDE_USD = 25_000_000
 
 
@@ -172,9 +171,17 @@ def _deploy(rpc: JsonRpc, dep: Deployment) -> dict:
                           "calc": calc, "calc_kind": p["calc"], "pip": pip}
 
     vaults = _seed_vaults(rpc, m, dep, vat, ilks_out)
-    pools = _pools(rpc, m, dep, dai)
+    m.tx(vat, "hope(address)", dai_join)  # the deployer exits DAI it sucks (backed DAI only)
+    core = {"vat": vat, "vow": vow, "dai_join": dai_join, "dai": dai}
+    pools = _pools(rpc, m, dep, core)
     # the keeper: Vat dai to bid with (no vat.hope: the keeper does that itself)
     m.tx(vat, "suck(address,address,uint256)", vow, KEEPER, KEEPER_VAT_DAI)
+    # the keeper deploys its own TakeCallee (so it owns it) at a fixed nonce, so the address
+    # does not depend on what else the keeper account did while the devnet was built
+    nonce = int(rpc.call("eth_getTransactionCount", [KEEPER, "latest"]), 16)
+    if nonce > CALLEE_NONCE:
+        raise RuntimeError(f"keeper nonce {nonce} is past the TakeCallee deploy nonce {CALLEE_NONCE}")
+    rpc.call("anvil_setNonce", [KEEPER, hex(CALLEE_NONCE)])
     k = _Sender(rpc, KEEPER)
     callee = k.create("TakeCallee", own["TakeCallee"]["bytecode"], ["address", "address", "address"],
                       [vat, dai_join, dep.uniswap_router])
@@ -224,7 +231,16 @@ def _seed_vaults(rpc: JsonRpc, m: _Sender, dep: Deployment, vat: str, ilks: dict
     return out
 
 
-def _pools(rpc: JsonRpc, m: _Sender, dep: Deployment, dai: str) -> list[dict]:
+def _mint_dai(m: _Sender, core: dict, wad: int) -> None:
+    """DAI the way the system creates it: Vat dai (suck, the deployer is a ward) exited
+    through the DaiJoin, so every DAI token is backed by the DaiJoin's Vat dai and can
+    be joined back (a ward `mint` would break DaiJoin.join)."""
+    m.tx(core["vat"], "suck(address,address,uint256)", core["vow"], m.sender, wad * RAY, gas=200_000)
+    m.tx(core["dai_join"], "exit(address,uint256)", m.sender, wad, gas=200_000)
+
+
+def _pools(rpc: JsonRpc, m: _Sender, dep: Deployment, core: dict) -> list[dict]:
+    dai = core["dai"]
     npm = dep.uniswap_position_manager
     pools = []
     for sym in ("WETH", "WBTC"):
@@ -232,7 +248,7 @@ def _pools(rpc: JsonRpc, m: _Sender, dep: Deployment, dai: str) -> list[dict]:
         price = _price(rpc, dep, sym)
         amounts = {dai: POOL_SIDE_USD * 10**18, tok: POOL_SIDE_USD * 10**8 * 10 ** dep.decimals[sym] // price}
         m.tx(tok, "mint(uint256)", amounts[tok], gas=200_000)
-        m.tx(dai, "mint(address,uint256)", MAKER_DEPLOYER, amounts[dai], gas=200_000)
+        _mint_dai(m, core, amounts[dai])
         for t in (tok, dai):
             m.tx(t, "approve(address,uint256)", npm, amounts[t], gas=100_000)
         t0, t1 = sorted((tok, dai), key=lambda a: int(a, 16))
@@ -286,7 +302,7 @@ def _arbitrage(rpc: JsonRpc, m: _Sender, dep: Deployment, ext: dict, symbol: str
         tin, tout = (t0, t1) if zero_for_one else (t1, t0)
         amount = 10 ** ((18 if tin == dai else dep.decimals[symbol]) + 12)
         if tin == dai:
-            m.tx(dai, "mint(address,uint256)", MAKER_DEPLOYER, amount, gas=200_000)
+            _mint_dai(m, ext, amount)
         else:
             m.tx(tok, "mint(uint256)", amount, gas=200_000)
         m.tx(tin, "approve(address,uint256)", dep.uniswap_router, amount, gas=100_000)

@@ -63,6 +63,10 @@ class Executor:
         self.outcomes.append(out)
         return out
 
+    def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
+        """(set-up calls to simulate first, block tag) for this executor."""
+        return (), "latest"
+
     async def _check(self, p: Priced, head: Head, native_usd_e8: int) -> tuple[Priced, MeasuredSim] | Outcome:
         """Simulate, measure and re-price; returns (repriced, sim) or a skip Outcome."""
         expected_price, _, prio = self.fees(head)
@@ -72,7 +76,8 @@ class Executor:
             return self._skip(p, "no_keeper_address", hint="set keeper.address to simulate")
         adapter = self.adapters.get(p.opp.protocol)
         tokens = adapter.measure_tokens(p.opp) if adapter is not None and hasattr(adapter, "measure_tokens") else ()
-        sim = await self.simulator.run(p.opp.plan, self.address, tokens)
+        pre, block = self._sim_context(p)
+        sim = await self.simulator.run(p.opp.plan, self.address, tokens, pre=pre, block=block)
         if not sim.ok:
             reason = adapter.explain_revert(sim.reason) if adapter and hasattr(adapter, "explain_revert") else sim.reason
             return self._skip(p, "simulation_reverted", revert=reason)
@@ -103,7 +108,11 @@ class Executor:
 
 class DryRunExecutor(Executor):
     """Runs the whole pipeline down to the simulation, logs what it would send, never sends.
-    It never loads the signing key."""
+    It never loads the signing key. Set-up calls it would send first (approvals are assumed
+    done; TxPlan.prerequisites such as vat.hope) are simulated in the same block."""
+
+    def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
+        return p.opp.plan.prerequisites, "latest"
 
     async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         outs = []
@@ -149,6 +158,11 @@ class LiveExecutor(Executor):
     @property
     def in_flight(self) -> set[str]:
         return self.tx.in_flight_keys()
+
+    def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
+        # with our own transactions not mined yet, simulate on top of them ("pending")
+        pending = any(t.status == "pending" for t in self.tx.pending.values())
+        return (), "pending" if pending else "latest"
 
     async def start(self) -> None:
         await self.tx.start()

@@ -71,10 +71,13 @@ class Simulator:
         self.multicall3 = multicall3
         self.has_simulate_v1: bool | None = None
 
-    async def run(self, plan: TxPlan, sender: str, tokens: tuple[str, ...] = ()) -> MeasuredSim:
-        if tokens and self.has_simulate_v1 is not False:
+    async def run(self, plan: TxPlan, sender: str, tokens: tuple[str, ...] = (), pre: tuple[TxPlan, ...] = (),
+                  block: str = "latest") -> MeasuredSim:
+        """Simulate `plan` from `sender` on `block` ("pending" includes the keeper's own
+        transactions not mined yet), after the set-up calls `pre` in the same simulated block."""
+        if (tokens or pre) and self.has_simulate_v1 is not False:
             try:
-                res = await self._simulate_v1(plan, sender, tokens)
+                res = await self._simulate_v1(plan, sender, tokens, pre, block)
                 self.has_simulate_v1 = True
                 return res
             except RpcError as e:
@@ -82,21 +85,23 @@ class Simulator:
                     self.has_simulate_v1 = False
                 else:
                     raise
-        r = await simulate(self.rpc, plan, sender)
+        r = await simulate(self.rpc, plan, sender, block)
         return MeasuredSim(ok=r.ok, gas_used=r.gas_used, reason=r.reason)
 
-    async def _simulate_v1(self, plan: TxPlan, sender: str, tokens: tuple[str, ...]) -> MeasuredSim:
+    async def _simulate_v1(self, plan: TxPlan, sender: str, tokens: tuple[str, ...], pre: tuple[TxPlan, ...],
+                           block: str) -> MeasuredSim:
         from ..multicall import Call, decode_aggregate3, encode_aggregate3
 
         bal = abi.load("ERC20").fn("balanceOf")
         probe = "0x" + encode_aggregate3([Call(t, bal.encode(sender)) for t in tokens]).hex()
         tx = tx_fields(plan, sender)
-        calls = [{"from": sender, "to": self.multicall3, "data": probe}, tx,
-                 {"from": sender, "to": self.multicall3, "data": probe}]
+        calls = [tx_fields(p, sender) for p in pre]
+        calls += [{"from": sender, "to": self.multicall3, "data": probe}, tx,
+                  {"from": sender, "to": self.multicall3, "data": probe}]
         blocks = await self.rpc.call("eth_simulateV1", [{"blockStateCalls": [{"calls": calls}], "validation": False},
-                                                        "latest"])
+                                                        block])
         try:
-            before, main, after = blocks[0]["calls"]
+            before, main, after = blocks[0]["calls"][len(pre):]
         except (TypeError, KeyError, IndexError, ValueError):
             from ..errors import BadResponseError
 

@@ -16,8 +16,10 @@ from ..errors import ConfigError
 
 def _kinds() -> dict[str, Any]:
     from .aave_v3 import adapter as aave_v3
+    from .perps import adapter as synthetix_perps
+    from .maker import adapter as maker
 
-    return {"aave_v3": aave_v3}
+    return {"aave_v3": aave_v3, "synthetix_perps": synthetix_perps, "maker": maker}
 
 
 def parse_protocol(section) -> Any:

@@ -1,0 +1,489 @@
+"""Perps adapter (Synthetix v3 perps interface): margin accounts discovered from OrderSettled
+events, margins and per-position liquidation prices computed with the protocol's rules
+(math.py), `canLiquidate` read in the same batch to confirm, and the `liquidate(accountId)` /
+`liquidateFlagged(n)` encodings.
+
+Per block this costs one HTTP request: the markets' index prices, configurations and window
+capacities, the keeper reward guards and costs, the flagged list, and for every tracked
+account its collateral, available margin, required margins, canLiquidate and its position in
+every watched market, as Multicall3 aggregate3 chunks in one JSON-RPC batch.
+
+Rewards are paid in snxUSD and valued at $1 (usd_e8 = wad // 1e10). Liquidating needs no
+inventory. An eligible account is flagged by `liquidate(id)` (paid the flag reward, bounded by
+the keeper reward guards); what is left of a large account after the window's capacity is
+closed later by `liquidateFlagged(n)` (paid the liquidation cost reward per account that
+makes progress), once the market's capacity frees up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ... import abi
+from ...config import Section, address, boolean, int_list, integer
+from ...errors import BadResponseError, ConfigError, RpcError
+from ...multicall import Call, Multicall
+from ...rpc import Rpc
+from ...types import Head, Opportunity, TxPlan
+from . import math as pm
+
+MARKET = abi.load("PerpsMarket")
+F_MARKETS = MARKET.fn("getMarkets")
+F_METADATA = MARKET.fn("metadata")
+F_INDEX_PRICE = MARKET.fn("indexPrice")
+F_CAPACITY = MARKET.fn("liquidationCapacity")
+F_LIQ_PARAMS = MARKET.fn("getLiquidationParameters")
+F_MAX_LIQ_PARAMS = MARKET.fn("getMaxLiquidationParameters")
+F_FUNDING = MARKET.fn("getFundingParameters")
+F_FEES = MARKET.fn("getOrderFees")
+F_GUARDS = MARKET.fn("getKeeperRewardGuards")
+F_COSTS = MARKET.fn("getKeeperCosts")
+F_FLAGGED = MARKET.fn("flaggedAccounts")
+F_COLLATERAL = MARKET.fn("totalCollateralValue")
+F_AVAILABLE = MARKET.fn("getAvailableMargin")
+F_REQUIRED = MARKET.fn("getRequiredMargins")
+F_CAN_LIQUIDATE = MARKET.fn("canLiquidate")
+F_POSITION = MARKET.fn("getOpenPosition")
+F_LIQUIDATE = MARKET.fn("liquidate")
+F_LIQUIDATE_FLAGGED = MARKET.fn("liquidateFlagged")
+EV_SETTLED = MARKET.event("OrderSettled")
+EV_ATTEMPT = MARKET.event("AccountLiquidationAttempt")
+EV_POSITION_LIQUIDATED = MARKET.event("PositionLiquidated")
+EV_FLAGGED = MARKET.event("AccountFlaggedForLiquidation")
+USD_E8_PER_WAD = 10**10
+NATIVE_SYMBOLS = ("ETH", "WETH")
+FLAGGED = "flagged"
+
+
+def _error_names() -> dict[str, str]:
+    from eth_utils import keccak
+
+    out = {}
+    for e in json.loads((abi.ABI_DIR / "PerpsMarket.json").read_text()):
+        if e.get("type") == "error":
+            sig = f"{e['name']}({','.join(abi._type_str(i) for i in e['inputs'])})"
+            out["0x" + keccak(text=sig)[:4].hex()] = e["name"]
+    return out
+
+
+ERRORS = _error_names()
+
+
+@dataclass(frozen=True)
+class PerpsConfig:
+    kind: str
+    name: str
+    market: str  # the perps market proxy (Synthetix v3 PerpsMarketProxy)
+    markets: tuple[int, ...] | None  # watched market ids (None: every market the proxy lists)
+    start_block: int
+    gas_estimate: int
+    gas_limit: int
+    max_flagged_per_tx: int
+    price_step_wad: int
+    enabled: bool = True
+    where: str = "protocols[?]"
+
+
+def parse_config(s: Section) -> PerpsConfig:
+    name = s.get("name", lambda w, v: v if isinstance(v, str) and v else _bad(w, "must be a non-empty string"))
+    return PerpsConfig(
+        kind="synthetix_perps",
+        name=name,
+        market=s.get("market", address),
+        markets=s.get("markets", int_list(), None),
+        start_block=s.get("start_block", integer(0), 0),
+        gas_estimate=s.get("gas_estimate", integer(21_000), 250_000),
+        gas_limit=s.get("gas_limit", integer(21_000), 3_000_000),
+        max_flagged_per_tx=s.get("max_flagged_per_tx", integer(1), 10),
+        price_step_wad=s.get("price_step_wad", integer(1), pm.FEED_STEP),
+        enabled=s.get("enabled", boolean, True),
+        where=s.path,
+    )
+
+
+def _bad(where: str, msg: str):
+    raise ConfigError(f"{where}: {msg}")
+
+
+@dataclass(slots=True)
+class Market:
+    id: int
+    symbol: str
+    params: pm.MarketParams | None = None
+    price: int = 0  # wad
+    capacity: int = 0  # size units left in the current window
+    max_in_window: int = 0
+
+
+@dataclass(slots=True)
+class AccountState:
+    id: int
+    collateral: int
+    available_margin: int  # the protocol's own getAvailableMargin (wad)
+    required_initial: int
+    required_maintenance: int  # includes the possible liquidation reward, as the protocol's
+    max_liquidation_reward: int
+    can_liquidate: bool
+    flagged: bool
+    positions: list[pm.Position]
+    pnl: dict[int, int]  # market -> the protocol's totalPnl
+    model_margin: int = 0  # this adapter's availableMargin
+    model_maintenance: int = 0
+    liquidation_prices: dict[int, int | None] = field(default_factory=dict)
+
+    @property
+    def health(self) -> float:
+        if self.flagged:
+            return 0.0
+        if self.required_maintenance <= 0:
+            return float("inf")
+        return self.available_margin / self.required_maintenance
+
+
+@dataclass(frozen=True, slots=True)
+class PerpsLiquidation:
+    """One liquidation call and what it pays (snxUSD wad, $1 each)."""
+
+    action: str  # liquidate | liquidateFlagged
+    accounts: tuple[int, ...]
+    reward: int
+    available_margin: int = 0
+    required_maintenance: int = 0
+    max_liquidation_reward: int = 0
+    reward_min: int = 0  # the guards' bounds for this call
+    reward_max: int = 0
+    windows: int = 1
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"action": self.action, "accounts": list(self.accounts), "reward_usd": self.reward / 1e18,
+                "available_margin_usd": self.available_margin / 1e18,
+                "maintenance_margin_usd": self.required_maintenance / 1e18, "windows": self.windows}
+
+
+@dataclass(slots=True)
+class Skip:
+    account: str
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Adapter:
+    kind = "synthetix_perps"
+
+    def __init__(self, cfg: PerpsConfig, *, rpc: Rpc, multicall: Multicall, quoter: Any = None,
+                 keeper_address: str | None = None, chunk_blocks: int = 2000, log: Any):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.rpc = rpc
+        self.mc = multicall
+        self.keeper = keeper_address
+        self.chunk_blocks = chunk_blocks
+        self.log = log.bind(protocol=cfg.name)
+        self.market = cfg.market
+        self.markets: list[Market] = []
+        self.guards = pm.Guards(0, 0, 0, 0)
+        self.flagged: list[int] = []
+        self.accounts: set[int] = set()
+        self.entries: dict[tuple[int, int], int] = {}  # (account, market) -> fill price of the last settlement
+        self.state: dict[int, AccountState] = {}
+        self.inventory: dict[str, int] = {}  # liquidating needs no tokens
+        self.synced_to = cfg.start_block - 1
+        self.last_skips: list[Skip] = []
+        self.last_opportunities: list[Opportunity] = []
+
+    # -- start-up ---------------------------------------------------------------------
+    async def start(self) -> None:
+        where = f"{self.cfg.where}.market"
+        code = await self.rpc.call("eth_getCode", [self.market, "latest"])
+        if not isinstance(code, str) or len(code) <= 2:
+            raise ConfigError(f"{where}: no contract at {self.market} on this chain")
+        ((ok, data),) = await self.mc.run([Call(self.market, F_MARKETS.encode())])
+        if not ok:
+            raise ConfigError(f"{where}: {self.market} does not answer getMarkets(): not a Synthetix v3 perps market")
+        known = [int(m) for m in F_MARKETS.decode_one(data)]
+        wanted = list(self.cfg.markets) if self.cfg.markets is not None else known
+        for m in wanted:
+            if m not in known:
+                raise ConfigError(f"{self.cfg.where}.markets: market id {m} is not a market of the perps market at "
+                                  f"{self.market} (its markets: {', '.join(map(str, known)) or 'none'})")
+        res = await self.mc.run([Call(self.market, F_METADATA.encode(m)) for m in wanted])
+        self.markets = [Market(m, F_METADATA.decode(d)[1] if ok and d else str(m)) for m, (ok, d) in zip(wanted, res)]
+        head_block = await self.rpc.call("eth_blockNumber", [])
+        await self._refresh_globals(int(head_block, 16))
+        self.log.info("perps_ready", market=self.market, markets={m.id: m.symbol for m in self.markets})
+
+    # -- discovery --------------------------------------------------------------------
+    async def sync(self, head: Head) -> int:
+        """OrderSettled events since the last synced block, in chunks: accounts and entry prices."""
+        before = len(self.accounts)
+        start = self.synced_to + 1
+        chunk = self.chunk_blocks
+        while start <= head.number:
+            end = min(start + chunk - 1, head.number)
+            try:
+                logs = await self.rpc.call("eth_getLogs", [{
+                    "address": self.market, "fromBlock": hex(start), "toBlock": hex(end), "topics": [EV_SETTLED.topic0]}])
+            except RpcError as e:
+                msg = e.rpc_message.lower()
+                if chunk > 1 and ("range" in msg or "limit" in msg or "too many" in msg or e.code in (-32005, -32602)):
+                    chunk = max(1, chunk // 2)
+                    self.log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
+                    continue
+                raise
+            if not isinstance(logs, list):
+                raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+            for lg in logs:
+                try:
+                    ev = EV_SETTLED.decode(lg)
+                except Exception:
+                    raise BadResponseError("eth_getLogs: malformed OrderSettled log") from None
+                acct, m = int(ev["accountId"]), int(ev["marketId"])
+                self.accounts.add(acct)
+                self.entries[(acct, m)] = int(ev["fillPrice"])
+            self.synced_to = end
+            start = end + 1
+        return len(self.accounts) - before
+
+    # -- refresh ----------------------------------------------------------------------
+    def _global_calls(self) -> list[Call]:
+        calls = []
+        for m in self.markets:
+            calls += [Call(self.market, F_INDEX_PRICE.encode(m.id)), Call(self.market, F_CAPACITY.encode(m.id)),
+                      Call(self.market, F_LIQ_PARAMS.encode(m.id)), Call(self.market, F_MAX_LIQ_PARAMS.encode(m.id)),
+                      Call(self.market, F_FUNDING.encode(m.id)), Call(self.market, F_FEES.encode(m.id))]
+        calls += [Call(self.market, F_GUARDS.encode()), Call(self.market, F_COSTS.encode()),
+                  Call(self.market, F_FLAGGED.encode())]
+        return calls
+
+    def _apply_globals(self, res: list[tuple[bool, bytes]]) -> None:
+        for k, m in enumerate(self.markets):
+            (ok_p, price), (ok_c, cap), (ok_l, lp), (ok_x, xp), (ok_f, fp), (ok_o, fees) = res[6 * k:6 * k + 6]
+            if not ok_p:
+                raise BadResponseError(f"indexPrice({m.id}) reverted: the market's price feed fails")
+            m.price = F_INDEX_PRICE.decode_one(price)
+            if ok_c:
+                m.capacity, m.max_in_window, _ = F_CAPACITY.decode(cap)
+            if not (ok_l and ok_x and ok_f and ok_o):
+                raise BadResponseError(f"market {m.id}: configuration views failed")
+            imr, min_imr, scalar, flag, min_pm = F_LIQ_PARAMS.decode(lp)
+            mult, secs, _pd, _endorsed = F_MAX_LIQ_PARAMS.decode(xp)
+            skew_scale, _ = F_FUNDING.decode(fp)
+            maker, taker = F_FEES.decode(fees)
+            m.params = pm.MarketParams(m.id, imr, min_imr, scalar, flag, min_pm, skew_scale, maker, taker, mult, secs)
+        i = 6 * len(self.markets)
+        (ok_g, guards), (ok_k, costs), (ok_f, flagged) = res[i:i + 3]
+        if not ok_g:
+            raise BadResponseError("getKeeperRewardGuards() failed")
+        g = F_GUARDS.decode(guards)
+        # getKeeperCosts is this devnet market's stand-in for Synthetix's gas-oracle costs; without
+        # it the costs count as 0, which can only understate the reward
+        flag_cost, liq_cost = F_COSTS.decode(costs) if ok_k and len(costs) == 64 else (0, 0)
+        self.guards = pm.Guards(*g, flag_cost=flag_cost, liquidate_cost=liq_cost)
+        self.flagged = [int(a) for a in F_FLAGGED.decode_one(flagged)] if ok_f else []
+
+    async def _refresh_globals(self, block: int | str = "latest") -> None:
+        self._apply_globals(await self.mc.run(self._global_calls(), block))
+
+    async def refresh(self, head: Head) -> list[int]:
+        """One batched read; returns the accounts the protocol says can be liquidated."""
+        accounts = sorted(self.accounts | set(self.flagged))
+        g_calls = self._global_calls()
+        per = 4 + len(self.markets)
+        calls = list(g_calls)
+        for a in accounts:
+            calls += [Call(self.market, F_COLLATERAL.encode(a)), Call(self.market, F_AVAILABLE.encode(a)),
+                      Call(self.market, F_REQUIRED.encode(a)), Call(self.market, F_CAN_LIQUIDATE.encode(a))]
+            calls += [Call(self.market, F_POSITION.encode(a, m.id)) for m in self.markets]
+        res = await self.mc.run(calls, head.number)
+        self._apply_globals(res[:len(g_calls)])
+        # flaggedAccounts() is read in the same batch; accounts first seen there are tracked from now on
+        self.accounts |= set(self.flagged)
+        flagged = set(self.flagged)
+        prices = {m.id: m.price for m in self.markets}
+        params = {m.id: m.params for m in self.markets}
+        state: dict[int, AccountState] = {}
+        liquidatable: list[int] = []
+        base = len(g_calls)
+        for k, a in enumerate(accounts):
+            chunk = res[base + k * per: base + (k + 1) * per]
+            (ok_c, coll), (ok_a, am), (ok_r, req), (ok_l, can) = chunk[:4]
+            if not (ok_c and ok_a and ok_r and ok_l):
+                continue
+            positions, pnl = [], {}
+            for m, (ok_p, pdata) in zip(self.markets, chunk[4:]):
+                if not ok_p:
+                    continue
+                total_pnl, _funding, size, _interest = F_POSITION.decode(pdata)
+                if size == 0:
+                    continue
+                entry = self.entries.get((a, m.id))
+                if entry is None or pm.pnl(size, m.price, entry) != total_pnl:
+                    # no event seen (start_block after the settlement) or funding/interest on a real
+                    # deployment: the entry that reproduces the protocol's PnL at this price
+                    entry = m.price - total_pnl * pm.WAD // size
+                positions.append(pm.Position(m.id, size, entry))
+                pnl[m.id] = total_pnl
+            st = AccountState(
+                id=a, collateral=F_COLLATERAL.decode_one(coll), available_margin=F_AVAILABLE.decode_one(am),
+                required_initial=0, required_maintenance=0, max_liquidation_reward=0,
+                can_liquidate=F_CAN_LIQUIDATE.decode_one(can), flagged=a in flagged, positions=positions, pnl=pnl)
+            st.required_initial, st.required_maintenance, st.max_liquidation_reward = F_REQUIRED.decode(req)
+            if not positions and not st.flagged:
+                self.accounts.discard(a)  # closed: a new OrderSettled event brings it back
+                continue
+            if not st.flagged:
+                self._model(st, params, prices)
+            state[a] = st
+            if st.can_liquidate:
+                liquidatable.append(a)
+        self.state = state
+        return liquidatable
+
+    def _model(self, st: AccountState, params: dict[int, pm.MarketParams], prices: dict[int, int]) -> None:
+        """The account's margins with the protocol's formulas, and each position's liquidation
+        price. Anything the model does not see (funding, interest, markets not watched) enters
+        as a constant offset so the model matches the protocol at today's prices."""
+        st.model_margin = pm.available_margin(st.collateral, st.positions, prices)
+        _, st.model_maintenance, _ = pm.required_margins(params, st.positions, prices, st.collateral, self.guards)
+        am_off = st.available_margin - st.model_margin
+        mm_off = st.required_maintenance - st.model_maintenance
+        if am_off or mm_off:
+            self.log.debug("margin_model_offset", account=st.id, available=am_off, maintenance=mm_off)
+        for q in st.positions:
+            st.liquidation_prices[q.market_id] = pm.liquidation_price(
+                params, st.positions, prices, st.collateral, self.guards, q.market_id,
+                step=self.cfg.price_step_wad, am_offset=am_off, mm_offset=mm_off)
+
+    # -- opportunities ----------------------------------------------------------------
+    async def opportunities(self, head: Head) -> list[Opportunity]:
+        liquidatable = await self.refresh(head)
+        self.last_skips = []
+        opps: list[Opportunity] = []
+        prices = {m.id: m.price for m in self.markets}
+        params = {m.id: m.params for m in self.markets}
+        g = self.guards
+        for a in liquidatable:
+            st = self.state[a]
+            if st.flagged:
+                continue
+            model_says = st.required_maintenance > st.available_margin
+            if not model_says:
+                self.log.warning("margin_model_mismatch", account=a, available=st.available_margin,
+                                 maintenance=st.required_maintenance)
+            reward = pm.flag_payout(params, st.positions, prices, st.collateral, g)
+            n_windows = max((pm.windows(params[q.market_id], q.size) for q in st.positions), default=1)
+            detail = PerpsLiquidation(
+                action="liquidate", accounts=(a,), reward=reward, available_margin=st.available_margin,
+                required_maintenance=st.required_maintenance, max_liquidation_reward=st.max_liquidation_reward,
+                reward_min=pm.min_cap(g, g.flag_cost), reward_max=pm.max_cap(g, st.collateral),
+                windows=n_windows)
+            mm = max(st.required_maintenance, 1)
+            risk = max(0, st.required_maintenance - st.available_margin) * pm.WAD // mm
+            opps.append(self._opportunity(head, str(a), F_LIQUIDATE.encode(a), detail, risk,
+                                          f"liquidate perps account {a}"))
+        if self.flagged:
+            positions = {a: self.state[a].positions for a in self.flagged if a in self.state}
+            caps = {m.id: m.capacity for m in self.markets}
+            n, reward, progress = pm.plan_flagged(self.flagged, positions, caps, g, self.cfg.max_flagged_per_tx)
+            waiting = [a for a in self.flagged if a not in progress]
+            for a in waiting:
+                self.last_skips.append(Skip(str(a), "liquidation_capacity_exhausted",
+                                            {"markets": [q.market_id for q in positions.get(a, [])]}))
+            if n:
+                detail = PerpsLiquidation(action="liquidateFlagged", accounts=tuple(self.flagged[:n]), reward=reward,
+                                          reward_min=pm.min_cap(g, g.liquidate_cost), reward_max=pm.max_cap(g, 0))
+                opps.append(self._opportunity(head, FLAGGED, F_LIQUIDATE_FLAGGED.encode(n), detail, pm.WAD,
+                                              f"liquidateFlagged({n}) accounts {progress}"))
+        self.last_opportunities = opps
+        return opps
+
+    def _opportunity(self, head: Head, account: str, data: bytes, detail: PerpsLiquidation, risk: int,
+                     description: str) -> Opportunity:
+        plan = TxPlan(to=self.market, data=data, gas_limit=self.cfg.gas_limit, description=description)
+        return Opportunity(protocol=self.name, kind=self.kind, account=account, block=head.number,
+                           gross_profit_usd_e8=detail.reward // USD_E8_PER_WAD, gas_units=self.cfg.gas_estimate,
+                           plan=plan, detail=detail, risk_e18=risk)
+
+    # -- views and outcomes -----------------------------------------------------------
+    def explain_revert(self, reason: str) -> str:
+        if reason.startswith("custom error "):
+            sel = reason.removeprefix("custom error ")
+            if sel in ERRORS:
+                return ERRORS[sel]
+        return reason
+
+    def parse_outcome(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        reward = 0
+        accounts, full, flagged, closed = [], [], [], []
+        for lg in receipt.get("logs", []):
+            if not lg.get("topics") or lg.get("address", "").lower() != self.market.lower():
+                continue
+            t0 = lg["topics"][0]
+            if t0 == EV_ATTEMPT.topic0:
+                ev = EV_ATTEMPT.decode(lg)
+                reward += ev["reward"]
+                accounts.append(int(ev["accountId"]))
+                if ev["fullLiquidation"]:
+                    full.append(int(ev["accountId"]))
+            elif t0 == EV_FLAGGED.topic0:
+                flagged.append(int(EV_FLAGGED.decode(lg)["accountId"]))
+            elif t0 == EV_POSITION_LIQUIDATED.topic0:
+                ev = EV_POSITION_LIQUIDATED.decode(lg)
+                closed.append([int(ev["accountId"]), int(ev["marketId"]), ev["amountLiquidated"], ev["currentPositionSize"]])
+        if not accounts:
+            return {}
+        return {"reward": reward, "reward_usd": reward / 1e18, "accounts": accounts, "fully_liquidated": full,
+                "flagged": flagged, "positions_liquidated": closed}
+
+    def describe(self, opp: Opportunity) -> str:
+        d = opp.detail
+        if d.action == "liquidateFlagged":
+            return f"liquidateFlagged({len(d.accounts)}) reward {d.reward / 1e18:,.2f} snxUSD"
+        return f"liquidate account {d.accounts[0]} reward {d.reward / 1e18:,.2f} snxUSD"
+
+    def native_price_usd_e8(self) -> int | None:
+        for m in self.markets:
+            if m.symbol.upper() in NATIVE_SYMBOLS and m.price > 0:
+                return m.price // USD_E8_PER_WAD
+        return None
+
+    def symbol(self, market_id: int) -> str:
+        return next((m.symbol for m in self.markets if m.id == market_id), str(market_id))
+
+    def positions(self) -> list[dict[str, Any]]:
+        by_account: dict[str, Opportunity] = {o.account: o for o in self.last_opportunities}
+        prices = {m.id: m.price for m in self.markets}
+        rows = []
+        for a, st in self.state.items():
+            notional = sum(abs(q.size) * prices[q.market_id] // pm.WAD for q in st.positions)
+            parts = []
+            legs = []
+            for q in st.positions:
+                lp = st.liquidation_prices.get(q.market_id)
+                price = prices[q.market_id]
+                dist = None if lp is None else (lp - price) / price
+                legs.append({"market": q.market_id, "symbol": self.symbol(q.market_id), "size": q.size / 1e18,
+                             "entry_price": q.entry_price / 1e18, "price": price / 1e18,
+                             "liquidation_price": None if lp is None else lp / 1e18,
+                             "distance": dist})
+                liq = "none" if lp is None else f"{lp / 1e18:,.2f} ({dist:+.1%})"
+                parts.append(f"{self.symbol(q.market_id)} {q.size / 1e18:+,.4f} liq {liq}")
+            if st.flagged:
+                summary = "flagged, closing by window: " + ", ".join(
+                    f"{self.symbol(q.market_id)} {q.size / 1e18:+,.4f}" for q in st.positions)
+            else:
+                if st.available_margin * 1000 > notional:
+                    head = (f"lev {notional / st.available_margin:.1f}x "
+                            f"margin ratio {st.required_maintenance / st.available_margin:.1%}")
+                else:
+                    head = f"lev >999x margin ${st.available_margin / 1e18:,.2f}"
+                summary = head + " | " + " | ".join(parts)
+            opp = by_account.get(FLAGGED) if st.flagged else by_account.get(str(a))
+            rows.append({"protocol": self.name, "account": str(a), "health_factor": st.health, "summary": summary,
+                         "available_margin_usd": st.available_margin / 1e18,
+                         "maintenance_margin_usd": st.required_maintenance / 1e18,
+                         "notional_usd": notional / 1e18, "positions": legs, "opportunity": opp})
+        rows.sort(key=lambda r: r["health_factor"])
+        return rows
