@@ -63,7 +63,7 @@ async def measure(url: str, dep, rounds: int) -> dict:
             hf.append((await pool.functions.getUserAccountData(a).call(block_identifier=head.number))[5])
         base_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        res = await asyncio.gather(*(pool.functions.getUserAccountData(a).call(block_identifier=head.number)
+        await asyncio.gather(*(pool.functions.getUserAccountData(a).call(block_identifier=head.number)
                                      for a in accounts))
         gather_times.append(time.perf_counter() - t)
     # both ways must read the same health factors

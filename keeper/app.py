@@ -15,7 +15,7 @@ from typing import Any
 
 from . import abi, log as logmod, strategy
 from .config import Config, load_signer
-from .errors import BadResponseError, ConfigError, KeeperError, RpcError, TransientError
+from .errors import BadResponseError, ConfigError, RpcError, TransientError
 from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
 from .pricing.uniswap_v3 import UniswapV3Quoter

@@ -8,7 +8,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from keeper import abi
-from keeper.protocols.aave_v3 import math as am
 
 from .conftest import KEEPER
 
@@ -61,7 +60,6 @@ async def test_close_factor_is_half_above_095_and_full_below(chain, make_keeper)
     keeper = await make_keeper(only=AAVE)
     head = await keeper.read_head()
     outs = await keeper.cycle(head)
-    adapter = keeper.adapters["aave-v3-devnet"]
     factors = {o.opp.detail.close_factor_bps for o in outs if o.status == "confirmed"}
     assert factors == {5000, 10000}, "the seeded devnet should give both kinds after a -12% WETH shock"
     for o in outs:

@@ -10,7 +10,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from keeper import abi
-from keeper.errors import RpcError
 
 from .conftest import KEEPER, KEEPER_KEY
 

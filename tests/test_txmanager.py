@@ -3,7 +3,6 @@ induced failures, private relays, restarts after kill -9, safety limits."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal

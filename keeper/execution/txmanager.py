@@ -30,10 +30,10 @@ from typing import Any, Awaitable, Callable, Protocol
 from eth_utils import keccak
 
 from ..config import KeeperConfig
-from ..errors import RpcError, TransientError
+from ..errors import RpcError
 from ..rpc import Rpc, parse_int
 from ..types import Head, TxPlan
-from .journal import IntentState, Journal
+from .journal import Journal
 
 BUMP_NUM, BUMP_DEN = 1125, 1000  # +12.5%: the minimum most nodes accept for a replacement
 CANCEL_GAS = 21_000

@@ -9,19 +9,19 @@ liquidatable, one request for those accounts' per-reserve balances and one for q
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ... import abi
 from decimal import Decimal
 
 from ...config import Section, address, boolean, decimal, integer, one_of
-from ...errors import BadResponseError, ConfigError, RpcError
+from ...errors import BadResponseError, ConfigError
 from ...multicall import Call, Multicall
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
-from ...rpc import Rpc, parse_int
+from ...rpc import Rpc
 from ...types import Approval, Head, Opportunity, TxPlan
+from ..base import Skip, log_chunks
 from . import math as am
 from .errors import explain
 
@@ -198,13 +198,6 @@ class AaveLiquidation:
         }
 
 
-@dataclass(slots=True)
-class Skip:
-    account: str
-    reason: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
 class Adapter:
     kind = "aave_v3"
 
@@ -293,29 +286,14 @@ class Adapter:
     async def sync(self, head: Head) -> int:
         """Read Borrow events from the last synced block to head, in chunks. Returns new accounts."""
         before = len(self.accounts)
-        start = self.synced_to + 1
-        chunk = self.chunk_blocks
-        while start <= head.number:
-            end = min(start + chunk - 1, head.number)
-            try:
-                logs = await self.rpc.call("eth_getLogs", [{
-                    "address": self.pool, "fromBlock": hex(start), "toBlock": hex(end), "topics": [BORROW_TOPIC]}])
-            except RpcError as e:
-                if chunk > 1 and ("range" in e.rpc_message.lower() or "limit" in e.rpc_message.lower()
-                                  or "too many" in e.rpc_message.lower() or e.code in (-32005, -32602)):
-                    chunk = max(1, chunk // 2)
-                    self.log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
-                    continue
-                raise
-            if not isinstance(logs, list):
-                raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+        async for last, logs in log_chunks(self.rpc, self.pool, [BORROW_TOPIC], self.synced_to + 1, head.number,
+                                           self.chunk_blocks, self.log):
             for lg in logs:
                 try:
                     self.accounts.add(abi.to_checksum("0x" + lg["topics"][2][-40:]))
                 except (KeyError, IndexError, TypeError):
                     raise BadResponseError("eth_getLogs: malformed Borrow log") from None
-            self.synced_to = end
-            start = end + 1
+            self.synced_to = last
         return len(self.accounts) - before
 
     # -- refresh ----------------------------------------------------------------------
@@ -334,7 +312,6 @@ class Adapter:
         health. Returns the liquidatable accounts."""
         accounts = sorted(self.accounts)
         res = await self.mc.run(self._block_calls(accounts), head.number)
-        n = len(self.reserves)
         ok, data = res[0]
         if not ok:
             raise BadResponseError("AaveOracle.getAssetsPrices reverted: a price source answers zero, negative or fails, and there is no fallback oracle")

@@ -22,11 +22,12 @@ from typing import Any
 
 from ... import abi
 from ...config import Section, address, boolean, decimal, integer, string
-from ...errors import BadResponseError, ConfigError, RpcError
+from ...errors import BadResponseError, ConfigError
 from ...multicall import Call, Multicall
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
 from ...rpc import Rpc
 from ...types import Head, Opportunity, TxPlan
+from ..base import Skip, log_chunks
 from . import math as mm
 from .math import RAD, RAY, WAD
 
@@ -284,13 +285,6 @@ class MakerRedo:
                 "incentive_dai": self.coin / RAD}
 
 
-@dataclass(slots=True)
-class Skip:
-    account: str
-    reason: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
 def _ilk_name(b: bytes) -> str:
     return b.rstrip(b"\0").decode("utf-8", "replace")
 
@@ -443,32 +437,16 @@ class Adapter:
     async def sync(self, head: Head) -> int:
         """frob notes of the Vat (new urns) and the Clippers' auction events, in chunks."""
         before = len(self.urns)
-        start = self.synced_to + 1
-        chunk = self.chunk_blocks
         by_clip = {k.clipper.lower(): k for k in self.ilks.values()}
         addresses = [self.vat] + [k.clipper for k in self.ilks.values()]
-        while start <= head.number:
-            end = min(start + chunk - 1, head.number)
-            try:
-                logs = await self.rpc.call("eth_getLogs", [{
-                    "address": addresses, "fromBlock": hex(start), "toBlock": hex(end),
-                    "topics": [[FROB_TOPIC] + CLIP_TOPICS]}])
-            except RpcError as e:
-                msg = e.rpc_message.lower()
-                if chunk > 1 and ("range" in msg or "limit" in msg or "too many" in msg or e.code in (-32005, -32602)):
-                    chunk = max(1, chunk // 2)
-                    self.log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
-                    continue
-                raise
-            if not isinstance(logs, list):
-                raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+        async for last, logs in log_chunks(self.rpc, addresses, [[FROB_TOPIC] + CLIP_TOPICS], self.synced_to + 1,
+                                           head.number, self.chunk_blocks, self.log):
             for lg in logs:
                 try:
                     self._on_log(lg, by_clip)
                 except (KeyError, IndexError, TypeError, ValueError):
                     raise BadResponseError("eth_getLogs: malformed Vat/Clipper log") from None
-            self.synced_to = end
-            start = end + 1
+            self.synced_to = last
         return len(self.urns) - before
 
     def _on_log(self, lg: dict[str, Any], by_clip: dict[str, Ilk]) -> None:

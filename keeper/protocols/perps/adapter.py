@@ -23,10 +23,11 @@ from typing import Any
 
 from ... import abi
 from ...config import Section, address, boolean, int_list, integer
-from ...errors import BadResponseError, ConfigError, RpcError
+from ...errors import BadResponseError, ConfigError
 from ...multicall import Call, Multicall
 from ...rpc import Rpc
 from ...types import Head, Opportunity, TxPlan
+from ..base import Skip, log_chunks
 from . import math as pm
 
 MARKET = abi.load("PerpsMarket")
@@ -162,13 +163,6 @@ class PerpsLiquidation:
                 "maintenance_margin_usd": self.required_maintenance / 1e18, "windows": self.windows}
 
 
-@dataclass(slots=True)
-class Skip:
-    account: str
-    reason: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
 class Adapter:
     kind = "synthetix_perps"
 
@@ -218,22 +212,8 @@ class Adapter:
     async def sync(self, head: Head) -> int:
         """OrderSettled events since the last synced block, in chunks: accounts and entry prices."""
         before = len(self.accounts)
-        start = self.synced_to + 1
-        chunk = self.chunk_blocks
-        while start <= head.number:
-            end = min(start + chunk - 1, head.number)
-            try:
-                logs = await self.rpc.call("eth_getLogs", [{
-                    "address": self.market, "fromBlock": hex(start), "toBlock": hex(end), "topics": [EV_SETTLED.topic0]}])
-            except RpcError as e:
-                msg = e.rpc_message.lower()
-                if chunk > 1 and ("range" in msg or "limit" in msg or "too many" in msg or e.code in (-32005, -32602)):
-                    chunk = max(1, chunk // 2)
-                    self.log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
-                    continue
-                raise
-            if not isinstance(logs, list):
-                raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+        async for last, logs in log_chunks(self.rpc, self.market, [EV_SETTLED.topic0], self.synced_to + 1,
+                                           head.number, self.chunk_blocks, self.log):
             for lg in logs:
                 try:
                     ev = EV_SETTLED.decode(lg)
@@ -242,8 +222,7 @@ class Adapter:
                 acct, m = int(ev["accountId"]), int(ev["marketId"])
                 self.accounts.add(acct)
                 self.entries[(acct, m)] = int(ev["fillPrice"])
-            self.synced_to = end
-            start = end + 1
+            self.synced_to = last
         return len(self.accounts) - before
 
     # -- refresh ----------------------------------------------------------------------

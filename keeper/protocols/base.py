@@ -1,0 +1,48 @@
+"""What every protocol adapter shares: the skip record, and following event logs in chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from ..errors import BadResponseError, RpcError
+from ..rpc import Rpc
+
+
+@dataclass(slots=True)
+class Skip:
+    """An account or auction the adapter looked at and will not act on, and why."""
+
+    account: str
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _range_refused(e: RpcError) -> bool:
+    msg = e.rpc_message.lower()
+    return "range" in msg or "limit" in msg or "too many" in msg or e.code in (-32005, -32602)
+
+
+async def log_chunks(rpc: Rpc, address: str | list[str], topics: list[Any], start: int, end: int,
+                     chunk_blocks: int, log: Any) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+    """eth_getLogs from `start` to `end` in chunks, yielding (last block of the chunk, logs).
+
+    Backfill and following use the same path: the caller records the yielded block as synced
+    only after it has processed the chunk, so a failure never skips logs. When the node
+    refuses a range (too many results, range limits), the chunk is halved and retried."""
+    chunk = chunk_blocks
+    while start <= end:
+        stop = min(start + chunk - 1, end)
+        try:
+            logs = await rpc.call("eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(stop),
+                                                   "topics": topics}])
+        except RpcError as e:
+            if chunk > 1 and _range_refused(e):
+                chunk = max(1, chunk // 2)
+                log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
+                continue
+            raise
+        if not isinstance(logs, list):
+            raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+        yield stop, logs
+        start = stop + 1
