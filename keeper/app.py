@@ -136,6 +136,9 @@ class Keeper:
             except (TransientError, RpcError, BadResponseError) as e:
                 lg.warning("protocol_error", error=str(e))
                 continue
+            except Exception as e:  # a bug in one adapter must not stop the others
+                lg.error("protocol_error", error=f"{e.__class__.__name__}: {e}", exc_info=True)
+                continue
             for s in getattr(adapter, "last_skips", []):
                 lg.info("skipped", account=s.account, reason=s.reason, **s.detail)
             opps.extend(found)
@@ -202,6 +205,15 @@ class Keeper:
                 wait = backoff
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 if once and backoff >= MAX_BACKOFF_S:
+                    raise
+            except ConfigError:
+                raise
+            except Exception as e:  # never a crash loop: log it, back off, carry on
+                self.log.error("cycle_error", error=f"{e.__class__.__name__}: {e}", retry_in_s=round(backoff, 2),
+                               exc_info=True)
+                wait = backoff
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                if once:
                     raise
             try:
                 await asyncio.wait_for(self.stop_event.wait(), timeout=wait)
