@@ -111,7 +111,7 @@ def test_keystore_with_password_file_loads_the_key(tmp_path):
         load_signer(cfg.keeper, environ={})
 
 
-@pytest.mark.parametrize("name", ["devnet.toml", "mainnet.example.toml"])
+@pytest.mark.parametrize("name", ["devnet.toml", "mainnet.toml"])
 def test_shipped_configs_are_valid(name):
     from tests.conftest import REPO
 
