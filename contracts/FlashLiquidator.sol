@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.24;
 
+import "SwapInterfaces.sol";
+
 /// Zero-inventory Aave V3 liquidations: flash-borrow the debt asset (flashLoanSimple), call
 /// liquidationCall, sell the seized collateral back on Uniswap V3 along the path the keeper
 /// passes in, repay the loan plus premium, require profit >= minProfit, send the profit to
@@ -10,29 +12,11 @@ pragma solidity 0.8.24;
 /// expected pool as caller, this contract as initiator, and only while a liquidation that
 /// the owner started is in progress. A swap that leaves less than minProfit reverts.
 
-interface IERC20Min {
-    function balanceOf(address) external view returns (uint256);
-    function approve(address, uint256) external returns (bool);
-    function transfer(address, uint256) external returns (bool);
-}
-
 interface IAavePool {
     function flashLoanSimple(address receiver, address asset, uint256 amount, bytes calldata params, uint16 referral)
         external;
     function liquidationCall(address collateral, address debt, address user, uint256 debtToCover, bool receiveAToken)
         external;
-}
-
-interface ISwapRouterMin {
-    struct ExactInputParams {
-        bytes path;
-        address recipient;
-        uint256 deadline;
-        uint256 amountIn;
-        uint256 amountOutMinimum;
-    }
-
-    function exactInput(ExactInputParams calldata params) external payable returns (uint256 amountOut);
 }
 
 contract FlashLiquidator {

@@ -20,6 +20,7 @@ from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
 from .pricing.uniswap_v3 import UniswapV3Quoter
 from .protocols import build_adapter
+from .protocols.base import require_code
 from .rpc import Rpc, parse_int, redact_url
 from .types import Head, Outcome
 
@@ -64,9 +65,7 @@ class Keeper:
         chain_id = await self._connect()
         if self.cfg.chain.chain_id is not None and chain_id != self.cfg.chain.chain_id:
             raise ConfigError(f"chain.chain_id: config says {self.cfg.chain.chain_id} but the RPC is on chain {chain_id}")
-        code = await self.rpc.call("eth_getCode", [self.cfg.chain.multicall3, "latest"])
-        if not isinstance(code, str) or len(code) <= 2:
-            raise ConfigError(f"chain.multicall3: no contract at {self.cfg.chain.multicall3} on chain {chain_id}")
+        await require_code(self.rpc, self.cfg.chain.multicall3, "chain.multicall3")
         quoter = UniswapV3Quoter(self.mc, self.cfg.swap.quoter_v2, self.cfg.swap.fee_tiers)
         keeper_address = self.executor.address
         for pcfg in self.cfg.protocols:

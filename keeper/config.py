@@ -123,6 +123,17 @@ def decimal(minimum: Decimal | None = None, positive: bool = False) -> Callable[
     return parse
 
 
+def subset_of(*choices: str) -> Callable[[str, Any], tuple[str, ...]]:
+    """A non-empty list drawn from `choices` (e.g. execution routes)."""
+
+    def parse(where: str, v: Any) -> tuple[str, ...]:
+        if not isinstance(v, list) or not v or any(x not in choices for x in v):
+            raise ConfigError(f"{where}: must be a non-empty list of {' and/or '.join(repr(c) for c in choices)}")
+        return tuple(v)
+
+    return parse
+
+
 def boolean(where: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"{where}: must be true or false, got {v!r}")
@@ -320,7 +331,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     relay = None
     if "relay" in data:
         rl = root.sub("relay")
-        urls = rl.get("urls", lambda w, v: v if isinstance(v, list) and v else _fail(w, "must be a non-empty list of URLs"))
+        urls = rl.get("urls", lambda w, v: v if isinstance(v, list) and v else fail(w, "must be a non-empty list of URLs"))
         relay = RelayConfig(
             urls=tuple(url(f"relay.urls[{i}]", u) for i, u in enumerate(urls)),
             auth_key_env=rl.get("auth_key_env", string, "KEEPER_RELAY_AUTH_KEY"),
@@ -342,7 +353,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     return Config(chain=chain, keeper=keeper, swap=swap, protocols=protocols, relay=relay, source=source, raw=data)
 
 
-def _fail(where: str, msg: str):
+def fail(where: str, msg: str):
     raise ConfigError(f"{where}: {msg}")
 
 

@@ -18,6 +18,7 @@ compiler's own message.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_IMPORT = re.compile(r'^\s*import\s+(?:[^"\']*\bfrom\s+)?["\']([A-Za-z0-9_]+\.sol)["\']', re.M)
 CACHE_DIR = REPO_ROOT / ".cache" / "solc"
 
 # Reads a standard-JSON input on stdin, writes the standard-JSON output on stdout.
@@ -171,11 +173,24 @@ def compile_files(
     paths = [Path(p).resolve() for p in paths]
     if not paths:
         raise ValueError("no Solidity files given")
-    sources = {}
+    sources: dict[str, str] = {}
     for p in paths:
         if not p.is_file():
             raise RuntimeError(f"Solidity source not found: {p}")
         sources[p.name] = p.read_text()
+    # plain imports ("Name.sol") are read here, beside the importer or in contracts/, so the
+    # imported text is part of the sources and of the cache key
+    todo = [(p.parent, sources[p.name]) for p in paths]
+    while todo:
+        here, text = todo.pop()
+        for name in _IMPORT.findall(text):
+            if name in sources:
+                continue
+            found = next((d / name for d in (here, REPO_ROOT / "contracts") if (d / name).is_file()), None)
+            if found is None:
+                raise RuntimeError(f"Solidity import not found: {name} (looked in {here} and contracts/)")
+            sources[name] = found.read_text()
+            todo.append((found.parent, sources[name]))
     dirs = sorted({p.parent for p in paths})
     return compile_sources(
         sources,

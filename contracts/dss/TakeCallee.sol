@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: AGPL-3.0-or-later
 pragma solidity ^0.8.24;
 
+import "SwapInterfaces.sol";
+
 /// TakeCallee: the keeper's flash-take executor for Liquidation 2.0 auctions. It needs no
 /// capital: the Clipper sends the collateral first (vat.flux) and calls clipperCall; the
 /// callee exits the collateral, sells it for DAI on Uniswap V3 along the path the keeper
@@ -31,28 +33,12 @@ interface CalleeDaiJoinLike {
     function join(address, uint256) external;
 }
 
-interface CalleeTokenLike {
-    function approve(address, uint256) external returns (bool);
-    function transfer(address, uint256) external returns (bool);
-    function balanceOf(address) external view returns (uint256);
-}
-
-interface CalleeRouterLike {
-    struct ExactInputParams {
-        bytes path;
-        address recipient;
-        uint256 deadline;
-        uint256 amountIn;
-        uint256 amountOutMinimum;
-    }
-    function exactInput(ExactInputParams calldata params) external payable returns (uint256 amountOut);
-}
 
 contract TakeCallee {
     address public immutable owner;
     CalleeVatLike public immutable vat;
     CalleeDaiJoinLike public immutable daiJoin;
-    CalleeTokenLike public immutable dai;
+    IERC20Min public immutable dai;
     address public immutable router;
 
     address private expected;  // the Clipper of the take in progress (zero otherwise)
@@ -65,9 +51,9 @@ contract TakeCallee {
         owner = msg.sender;
         vat = CalleeVatLike(vat_);
         daiJoin = CalleeDaiJoinLike(daiJoin_);
-        dai = CalleeTokenLike(CalleeDaiJoinLike(daiJoin_).dai());
+        dai = IERC20Min(CalleeDaiJoinLike(daiJoin_).dai());
         router = router_;
-        CalleeTokenLike(CalleeDaiJoinLike(daiJoin_).dai()).approve(daiJoin_, type(uint256).max);
+        IERC20Min(CalleeDaiJoinLike(daiJoin_).dai()).approve(daiJoin_, type(uint256).max);
     }
 
     modifier onlyOwner() {
@@ -106,9 +92,9 @@ contract TakeCallee {
 
         // sell it for at least owe + minProfit DAI
         uint256 daiOwe = (owe + RAY - 1) / RAY;
-        CalleeTokenLike gem = CalleeTokenLike(CalleeGemJoinLike(gemJoin).gem());
+        IERC20Min gem = IERC20Min(CalleeGemJoinLike(gemJoin).gem());
         gem.approve(router, amt);
-        uint256 out = CalleeRouterLike(router).exactInput(CalleeRouterLike.ExactInputParams({
+        uint256 out = ISwapRouterMin(router).exactInput(ISwapRouterMin.ExactInputParams({
             path: path,
             recipient: address(this),
             deadline: block.timestamp,
@@ -123,7 +109,7 @@ contract TakeCallee {
 
     /// Sweep any token (e.g. a rounding remainder) to the owner.
     function sweep(address token) external onlyOwner {
-        uint256 bal = CalleeTokenLike(token).balanceOf(address(this));
-        if (bal > 0) require(CalleeTokenLike(token).transfer(owner, bal), "TakeCallee/transfer-failed");
+        uint256 bal = IERC20Min(token).balanceOf(address(this));
+        if (bal > 0) require(IERC20Min(token).transfer(owner, bal), "TakeCallee/transfer-failed");
     }
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from ..errors import BadResponseError, RpcError
+from ..errors import BadResponseError, ConfigError, RpcError
 from ..rpc import Rpc
 
 
@@ -46,3 +46,36 @@ async def log_chunks(rpc: Rpc, address: str | list[str], topics: list[Any], star
             raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
         yield stop, logs
         start = stop + 1
+
+
+async def has_code(rpc: Rpc, address: str) -> bool:
+    code = await rpc.call("eth_getCode", [address, "latest"])
+    return isinstance(code, str) and len(code) > 2
+
+
+async def require_code(rpc: Rpc, address: str, where: str, hint: str = "") -> None:
+    """A configured address must hold a contract on this chain, or start-up stops naming the key."""
+    if not await has_code(rpc, address):
+        raise ConfigError(f"{where}: no contract at {address} on this chain{f' ({hint})' if hint else ''}")
+
+
+class BaseAdapter:
+    """What every adapter holds: its config, the shared RPC/Multicall/quoter, the keeper's
+    address, the log sync position and what the last refresh decided."""
+
+    kind = ""
+
+    def __init__(self, cfg: Any, *, rpc: Rpc, multicall: Any, quoter: Any = None, keeper_address: str | None = None,
+                 chunk_blocks: int = 2000, log: Any):
+        self.cfg = cfg
+        self.name: str = cfg.name
+        self.rpc = rpc
+        self.mc = multicall
+        self.quoter = quoter
+        self.keeper = keeper_address
+        self.chunk_blocks = chunk_blocks
+        self.log = log.bind(protocol=cfg.name)
+        self.synced_to: int = cfg.start_block - 1
+        self.inventory: dict[str, int] | None = None  # token -> keeper balance (None: not known)
+        self.last_skips: list[Skip] = []
+        self.last_opportunities: list[Any] = []

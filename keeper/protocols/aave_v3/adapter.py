@@ -15,13 +15,12 @@ from typing import Any
 from ... import abi
 from decimal import Decimal
 
-from ...config import Section, address, boolean, decimal, integer, one_of
+from ...config import Section, address, boolean, decimal, integer, one_of, string, subset_of
 from ...errors import BadResponseError, ConfigError
-from ...multicall import Call, Multicall
+from ...multicall import Call
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
-from ...rpc import Rpc
 from ...types import Approval, Head, Opportunity, TxPlan
-from ..base import Skip, log_chunks
+from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as am
 from .errors import explain
 
@@ -73,12 +72,13 @@ class AaveV3Config:
     flash_gas_limit: int = 2_000_000
     flash_min_profit_share_bps: int = 5_000
     routes: tuple[str, ...] = ("inventory", "flash")
+    path: str = "protocols[?]"  # where this section is in the config, for error messages
 
 
 def parse_config(s: Section) -> AaveV3Config:
     return AaveV3Config(
         kind="aave_v3",
-        name=s.get("name", lambda w, v: v if isinstance(v, str) and v else _bad(w, "must be a non-empty string")),
+        name=s.get("name", string),
         pool_addresses_provider=s.get("pool_addresses_provider", address),
         start_block=s.get("start_block", integer(0), 0),
         rules=s.get("rules", one_of(*am.RULES), "v3.0"),
@@ -91,18 +91,9 @@ def parse_config(s: Section) -> AaveV3Config:
         flash_gas_limit=s.get("flash_gas_limit", integer(21_000), 2_000_000),
         flash_min_profit_share_bps=int(s.get("flash_min_profit_share", decimal(minimum=Decimal(0)), Decimal("0.5"))
                                        * 10_000),
-        routes=s.get("routes", _routes, ("inventory", "flash")),
+        routes=s.get("routes", subset_of("inventory", "flash"), ("inventory", "flash")),
+        path=s.path,
     )
-
-
-def _routes(where: str, v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not v or any(r not in ("inventory", "flash") for r in v):
-        raise ConfigError(f"{where}: must be a non-empty list of \"inventory\" and/or \"flash\"")
-    return tuple(v)
-
-
-def _bad(where: str, msg: str):
-    raise ConfigError(f"{where}: {msg}")
 
 
 @dataclass(slots=True)
@@ -198,38 +189,26 @@ class AaveLiquidation:
         }
 
 
-class Adapter:
+class Adapter(BaseAdapter):
     kind = "aave_v3"
+    cfg: AaveV3Config
+    quoter: UniswapV3Quoter
 
-    def __init__(self, cfg: AaveV3Config, *, rpc: Rpc, multicall: Multicall, quoter: UniswapV3Quoter,
-                 keeper_address: str | None, chunk_blocks: int, log: Any):
-        self.cfg = cfg
-        self.name = cfg.name
-        self.rpc = rpc
-        self.mc = multicall
-        self.quoter = quoter
-        self.keeper = keeper_address
-        self.chunk_blocks = chunk_blocks
-        self.log = log.bind(protocol=cfg.name)
+    def __init__(self, cfg: AaveV3Config, **deps: Any):
+        super().__init__(cfg, **deps)
         self.pool = ""
         self.oracle = ""
         self.base_unit = 10**8
         self.reserves: list[Reserve] = []
         self.accounts: set[str] = set()
         self.health: dict[str, AccountHealth] = {}
-        self.inventory: dict[str, int] | None = None  # debt asset -> keeper balance
-        self.synced_to = cfg.start_block - 1
-        self.last_skips: list[Skip] = []
-        self.last_opportunities: list[Opportunity] = []
         self.last_candidates: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self.flash_premium_bps = 0
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
-        where = f"{self.name}.pool_addresses_provider"
-        code = await self.rpc.call("eth_getCode", [self.cfg.pool_addresses_provider, "latest"])
-        if not isinstance(code, str) or len(code) <= 2:
-            raise ConfigError(f"{where}: no contract at {self.cfg.pool_addresses_provider} on this chain")
+        where = f"{self.cfg.path}.pool_addresses_provider"
+        await require_code(self.rpc, self.cfg.pool_addresses_provider, where)
         res = await self.mc.run([
             Call(self.cfg.pool_addresses_provider, PROVIDER.fn("getPool").encode()),
             Call(self.cfg.pool_addresses_provider, PROVIDER.fn("getPriceOracle").encode()),
@@ -240,10 +219,8 @@ class Adapter:
         self.oracle = abi.to_checksum(PROVIDER.fn("getPriceOracle").decode_one(res[1][1]))
         await self.load_reserves()
         if self.cfg.flash_liquidator:
-            code = await self.rpc.call("eth_getCode", [self.cfg.flash_liquidator, "latest"])
-            if not isinstance(code, str) or len(code) <= 2:
-                raise ConfigError(f"{self.name}.flash_liquidator: no contract at {self.cfg.flash_liquidator} "
-                                  "(deploy one with 'keeper deploy-liquidator')")
+            await require_code(self.rpc, self.cfg.flash_liquidator, f"{self.cfg.path}.flash_liquidator",
+                               "deploy one with 'keeper deploy-liquidator'")
             self.flash_premium_bps = F_FLASH_PREMIUM.decode_one(await self.rpc.eth_call(self.pool, F_FLASH_PREMIUM.encode()))
         self.log.info("aave_ready", flash_liquidator=self.cfg.flash_liquidator, pool=self.pool, oracle=self.oracle,
                       reserves=[r.symbol for r in self.reserves], rules=self.cfg.rules)
@@ -254,7 +231,7 @@ class Adapter:
             Call(self.oracle, F_BASE_UNIT.encode()),
         ])
         if not ok:
-            raise ConfigError(f"{self.name}: the pool {self.pool} does not answer getReservesList()")
+            raise ConfigError(f"{self.cfg.path}.pool_addresses_provider: the pool {self.pool} does not answer getReservesList()")
         assets = [abi.to_checksum(a) for a in F_RESERVES.decode_one(data)]
         if ok2 and len(unit) == 32:
             self.base_unit = F_BASE_UNIT.decode_one(unit)

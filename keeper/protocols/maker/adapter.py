@@ -21,13 +21,12 @@ from decimal import Decimal
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, boolean, decimal, integer, string
+from ...config import Section, address, boolean, decimal, integer, string, subset_of
 from ...errors import BadResponseError, ConfigError
-from ...multicall import Call, Multicall
+from ...multicall import Call
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
-from ...rpc import Rpc
 from ...types import Head, Opportunity, TxPlan
-from ..base import Skip, log_chunks
+from ..base import BaseAdapter, Skip, has_code, log_chunks, require_code
 from . import math as mm
 from .math import RAD, RAY, WAD
 
@@ -114,12 +113,6 @@ def _name(where: str, v: Any) -> str:
     return s
 
 
-def _routes(where: str, v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not v or any(r not in ("inventory", "flash") for r in v):
-        raise ConfigError(f"{where}: must be a non-empty list of \"inventory\" (Vat DAI) and/or \"flash\" (take_callee)")
-    return tuple(v)
-
-
 def parse_config(s: Section) -> MakerConfig:
     raw_ilks = s.get("ilks", lambda w, v: v)
     if not isinstance(raw_ilks, list) or not raw_ilks:
@@ -152,7 +145,7 @@ def parse_config(s: Section) -> MakerConfig:
         gas_flash_take=s.get("gas_flash_take", integer(21_000), 420_000),
         gas_redo=s.get("gas_redo", integer(21_000), 120_000),
         gas_limit=s.get("gas_limit", integer(21_000), 1_500_000),
-        routes=s.get("routes", _routes, ("inventory", "flash")),
+        routes=s.get("routes", subset_of("inventory", "flash"), ("inventory", "flash")),
         path=s.path,
         enabled=s.get("enabled", boolean, True),
     )
@@ -293,19 +286,13 @@ def _addr(word_hex: str) -> str:
     return abi.to_checksum("0x" + word_hex[-40:])
 
 
-class Adapter:
+class Adapter(BaseAdapter):
     kind = "maker"
+    cfg: MakerConfig
+    quoter: UniswapV3Quoter
 
-    def __init__(self, cfg: MakerConfig, *, rpc: Rpc, multicall: Multicall, quoter: UniswapV3Quoter,
-                 keeper_address: str | None, chunk_blocks: int, log: Any):
-        self.cfg = cfg
-        self.name = cfg.name
-        self.rpc = rpc
-        self.mc = multicall
-        self.quoter = quoter
-        self.keeper = keeper_address
-        self.chunk_blocks = chunk_blocks
-        self.log = log.bind(protocol=cfg.name)
+    def __init__(self, cfg: MakerConfig, **deps: Any):
+        super().__init__(cfg, **deps)
         self.vat = ""
         self.spotter = ""
         self.dai = ""
@@ -316,11 +303,7 @@ class Adapter:
         self.Hole = 0
         self.Dirt = 0
         self.vat_dai = 0  # the keeper's Vat DAI [rad]
-        self.inventory: dict[str, int] | None = None
-        self.synced_to = cfg.start_block - 1
         self.events: list[dict[str, Any]] = []  # recent Kick/Take/Redo/Yank, newest last
-        self.last_skips: list[Skip] = []
-        self.last_opportunities: list[Opportunity] = []
 
     @property
     def accounts(self) -> set[tuple[str, str]]:
@@ -332,14 +315,9 @@ class Adapter:
         return f"{self.vat.lower()}:dai"
 
     # -- start-up ---------------------------------------------------------------------
-    async def _code(self, addr: str) -> bool:
-        code = await self.rpc.call("eth_getCode", [addr, "latest"])
-        return isinstance(code, str) and len(code) > 2
-
     async def start(self) -> None:
         p = self.cfg.path
-        if not await self._code(self.cfg.dog):
-            raise ConfigError(f"{p}.dog: no contract at {self.cfg.dog} on this chain")
+        await require_code(self.rpc, self.cfg.dog, f"{p}.dog")
         (ok, d), (ok2, d2) = await self.mc.run([Call(self.cfg.dog, F_DOG_VAT.encode()), Call(self.cfg.dog, F_HOLE.encode())])
         if not (ok and len(d) == 32 and ok2 and len(d2) == 32):
             raise ConfigError(f"{p}.dog: {self.cfg.dog} is not a Liquidation 2.0 Dog (no vat()/Hole())")
@@ -365,7 +343,7 @@ class Adapter:
             raise ConfigError(f"{where}: the Dog's vat() {self.vat} is not a Maker Vat")
         if F_VAT_ILKS.decode(d)[1] == 0:
             raise ConfigError(f"{where}.name: ilk {ic.name!r} does not exist in the Vat {self.vat} (rate is 0)")
-        if not await self._code(ic.clipper):
+        if not await has_code(self.rpc, ic.clipper):
             raise ConfigError(f"{where}.clipper: no contract at {ic.clipper} on this chain")
         fns = (F_C_ILK, F_C_VAT, F_C_DOG, F_C_CALC, F_C_SPOT, F_C_KICKS)
         res = await self.mc.run([Call(ic.clipper, f.encode()) for f in fns] + [Call(self.cfg.dog, F_DOG_ILKS.encode(ilk.id))])
@@ -417,7 +395,7 @@ class Adapter:
     async def _check_callee(self) -> None:
         where = f"{self.cfg.path}.take_callee"
         addr = self.cfg.take_callee
-        if not await self._code(addr):
+        if not await has_code(self.rpc, addr):
             raise ConfigError(f"{where}: no contract at {addr} on this chain (deploy the TakeCallee first)")
         fns = (F_OWNER, F_CE_VAT, F_CE_JOIN, F_CE_DAI, F_CE_ROUTER)
         res = await self.mc.run([Call(addr, f.encode()) for f in fns])

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, boolean, int_list, integer
+from ...config import Section, address, boolean, int_list, integer, string
 from ...errors import BadResponseError, ConfigError
-from ...multicall import Call, Multicall
-from ...rpc import Rpc
+from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
-from ..base import Skip, log_chunks
+from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as pm
 
 MARKET = abi.load("PerpsMarket")
@@ -88,7 +87,7 @@ class PerpsConfig:
 
 
 def parse_config(s: Section) -> PerpsConfig:
-    name = s.get("name", lambda w, v: v if isinstance(v, str) and v else _bad(w, "must be a non-empty string"))
+    name = s.get("name", string)
     return PerpsConfig(
         kind="synthetix_perps",
         name=name,
@@ -102,10 +101,6 @@ def parse_config(s: Section) -> PerpsConfig:
         enabled=s.get("enabled", boolean, True),
         where=s.path,
     )
-
-
-def _bad(where: str, msg: str):
-    raise ConfigError(f"{where}: {msg}")
 
 
 @dataclass(slots=True)
@@ -163,18 +158,12 @@ class PerpsLiquidation:
                 "maintenance_margin_usd": self.required_maintenance / 1e18, "windows": self.windows}
 
 
-class Adapter:
+class Adapter(BaseAdapter):
     kind = "synthetix_perps"
+    cfg: PerpsConfig
 
-    def __init__(self, cfg: PerpsConfig, *, rpc: Rpc, multicall: Multicall, quoter: Any = None,
-                 keeper_address: str | None = None, chunk_blocks: int = 2000, log: Any):
-        self.cfg = cfg
-        self.name = cfg.name
-        self.rpc = rpc
-        self.mc = multicall
-        self.keeper = keeper_address
-        self.chunk_blocks = chunk_blocks
-        self.log = log.bind(protocol=cfg.name)
+    def __init__(self, cfg: PerpsConfig, **deps: Any):
+        super().__init__(cfg, **deps)
         self.market = cfg.market
         self.markets: list[Market] = []
         self.guards = pm.Guards(0, 0, 0, 0)
@@ -182,17 +171,12 @@ class Adapter:
         self.accounts: set[int] = set()
         self.entries: dict[tuple[int, int], int] = {}  # (account, market) -> fill price of the last settlement
         self.state: dict[int, AccountState] = {}
-        self.inventory: dict[str, int] = {}  # liquidating needs no tokens
-        self.synced_to = cfg.start_block - 1
-        self.last_skips: list[Skip] = []
-        self.last_opportunities: list[Opportunity] = []
+        self.inventory = {}  # liquidating needs no tokens
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
         where = f"{self.cfg.where}.market"
-        code = await self.rpc.call("eth_getCode", [self.market, "latest"])
-        if not isinstance(code, str) or len(code) <= 2:
-            raise ConfigError(f"{where}: no contract at {self.market} on this chain")
+        await require_code(self.rpc, self.market, where)
         ((ok, data),) = await self.mc.run([Call(self.market, F_MARKETS.encode())])
         if not ok:
             raise ConfigError(f"{where}: {self.market} does not answer getMarkets(): not a Synthetix v3 perps market")
