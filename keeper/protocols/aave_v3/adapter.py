@@ -5,6 +5,11 @@ Per block this costs one HTTP request for every tracked account (getUserAccountD
 aggregate3 chunks, sent as one JSON-RPC batch together with prices, reserve
 configurations and the keeper's inventory), plus, only when some account is
 liquidatable, one request for those accounts' per-reserve balances and one for quotes.
+
+Prices are read one asset per sub-call (`getAssetPrice`, failure allowed), so a price
+source that reverts or answers zero makes only that asset unavailable: the pairs that use
+it are skipped (`price_unavailable`), and so are the accounts whose getUserAccountData
+reverts because Aave itself asks the oracle for that asset; everything else goes on.
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ F_LIQUIDATE = POOL.fn("liquidationCall")
 F_FLASH_PREMIUM = POOL.fn("FLASHLOAN_PREMIUM_TOTAL")
 F_FLASH = abi.load("FlashLiquidator").fn("liquidate")
 EV_FLASH = abi.load("FlashLiquidator").event("Liquidated")
-F_PRICES = ORACLE.fn("getAssetsPrices")
 F_PRICE = ORACLE.fn("getAssetPrice")
 F_SOURCE = ORACLE.fn("getSourceOfAsset")
 F_BASE_UNIT = ORACLE.fn("BASE_CURRENCY_UNIT")
@@ -54,6 +58,23 @@ EV_LIQUIDATION = POOL.event("LiquidationCall")
 BORROW_TOPIC = EV_BORROW.topic0
 NATIVE_SYMBOLS = ("WETH", "ETH")
 MAX_UINT = 2**256 - 1
+INT256_MAX = 2**255 - 1
+
+
+def read_price(ok: bool, data: bytes) -> tuple[int, str | None]:
+    """One getAssetPrice sub-call's answer: (price in oracle base units, None) or (0, what
+    went wrong): reverted, bad_answer (not one word), zero, negative (above int256 max: the
+    oracle cast a negative answer, or garbage)."""
+    if not ok:
+        return 0, "reverted"
+    if len(data) != 32:
+        return 0, "bad_answer"
+    price = int.from_bytes(data, "big")
+    if price == 0:
+        return 0, "zero"
+    if price > INT256_MAX:
+        return 0, "negative"
+    return price, None
 
 
 @dataclass(frozen=True)
@@ -76,24 +97,30 @@ class AaveV3Config:
 
 
 def parse_config(s: Section) -> AaveV3Config:
-    return AaveV3Config(
+    from ...config import block_number, gas_fits, gas_units, label
+
+    cfg = AaveV3Config(
         kind="aave_v3",
-        name=s.get("name", string),
+        name=s.get("name", label),
         pool_addresses_provider=s.get("pool_addresses_provider", address),
-        start_block=s.get("start_block", integer(0), 0),
+        start_block=s.get("start_block", block_number, 0),
         rules=s.get("rules", one_of(*am.RULES), "v3.0"),
-        gas_estimate=s.get("gas_estimate", integer(21_000), 400_000),
-        gas_limit=s.get("gas_limit", integer(21_000), 1_000_000),
-        max_price_age_s=s.get("max_price_age_s", integer(1), None),
+        gas_estimate=s.get("gas_estimate", gas_units, 400_000),
+        gas_limit=s.get("gas_limit", gas_units, 1_000_000),
+        max_price_age_s=s.get("max_price_age_s", integer(1, 10**8), None),
         enabled=s.get("enabled", boolean, True),
         flash_liquidator=s.get("flash_liquidator", address, None),
-        flash_gas_estimate=s.get("flash_gas_estimate", integer(21_000), 800_000),
-        flash_gas_limit=s.get("flash_gas_limit", integer(21_000), 2_000_000),
-        flash_min_profit_share_bps=int(s.get("flash_min_profit_share", decimal(minimum=Decimal(0)), Decimal("0.5"))
+        flash_gas_estimate=s.get("flash_gas_estimate", gas_units, 800_000),
+        flash_gas_limit=s.get("flash_gas_limit", gas_units, 2_000_000),
+        # above 1 the on-chain check asks for more than the trade makes: only useful in tests
+        flash_min_profit_share_bps=int(s.get("flash_min_profit_share", decimal(minimum=0, maximum=10), Decimal("0.5"))
                                        * 10_000),
         routes=s.get("routes", subset_of("inventory", "flash"), ("inventory", "flash")),
         path=s.path,
     )
+    gas_fits(s.path, cfg.gas_estimate, "gas_estimate", cfg.gas_limit, "gas_limit")
+    gas_fits(s.path, cfg.flash_gas_estimate, "flash_gas_estimate", cfg.flash_gas_limit, "flash_gas_limit")
+    return cfg
 
 
 @dataclass(slots=True)
@@ -107,8 +134,9 @@ class Reserve:
     variable_debt: str
     price_source: str
     configuration: int = 0
-    price: int = 0  # oracle base currency units
+    price: int = 0  # oracle base currency units; 0 while the price is unavailable
     price_age_s: int | None = None
+    price_problem: str | None = None  # None: price read this block; else reverted | zero | negative | bad_answer
 
     @property
     def unit(self) -> int:
@@ -204,6 +232,8 @@ class Adapter(BaseAdapter):
         self.health: dict[str, AccountHealth] = {}
         self.last_candidates: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self.flash_premium_bps = 0
+        # accounts whose getUserAccountData failed in the last refresh -> (reason, detail)
+        self.unreadable: dict[str, tuple[str, dict[str, Any]]] = {}
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -275,7 +305,8 @@ class Adapter(BaseAdapter):
 
     # -- refresh ----------------------------------------------------------------------
     def _block_calls(self, accounts: list[str]) -> list[Call]:
-        calls = [Call(self.oracle, F_PRICES.encode([r.asset for r in self.reserves]))]
+        # one price per sub-call: a failing source fails only its own asset
+        calls = [Call(self.oracle, F_PRICE.encode(r.asset)) for r in self.reserves]
         calls += [Call(self.pool, F_CONFIGURATION.encode(r.asset)) for r in self.reserves]
         if self.cfg.max_price_age_s:
             calls += [Call(r.price_source, F_ROUND.encode()) for r in self.reserves]
@@ -286,16 +317,22 @@ class Adapter(BaseAdapter):
 
     async def refresh(self, head: Head) -> list[str]:
         """One batched read of prices, reserve configurations, inventory and every account's
-        health. Returns the liquidatable accounts."""
+        health. Returns the liquidatable accounts.
+
+        A price that reverts or is not positive marks only its asset unavailable (one
+        `price_unavailable` warning per asset per block); an account whose
+        getUserAccountData fails is left out of this block and recorded in `unreadable`."""
         accounts = sorted(self.accounts)
         res = await self.mc.run(self._block_calls(accounts), head.number)
-        ok, data = res[0]
-        if not ok:
-            raise BadResponseError("AaveOracle.getAssetsPrices reverted: a price source answers zero, negative or fails, and there is no fallback oracle")
-        prices = F_PRICES.decode_one(data)
-        for r, p in zip(self.reserves, prices):
-            r.price = p
-        i = 1
+        was_unavailable = {r.asset for r in self.reserves if r.price_problem}
+        for r, (ok, data) in zip(self.reserves, res):
+            r.price, r.price_problem = read_price(ok, data)
+            if r.price_problem:
+                self.log.warning("price_unavailable", block=head.number, asset=r.symbol, address=r.asset,
+                                 problem=r.price_problem, source=r.price_source)
+            elif r.asset in was_unavailable:
+                self.log.info("price_restored", block=head.number, asset=r.symbol, price=r.price)
+        i = len(self.reserves)
         for r in self.reserves:
             ok, data = res[i]
             if ok:
@@ -315,8 +352,10 @@ class Adapter(BaseAdapter):
             self.inventory = inv
         liquidatable: list[str] = []
         health: dict[str, AccountHealth] = {}
+        failed: list[str] = []
         for a, (ok, data) in zip(accounts, res[i:]):
             if not ok or len(data) != 192:
+                failed.append(a)  # this account only: Aave's own price read reverted, or worse
                 continue
             coll, debt, _avail, lt, _ltv, hf = F_ACCOUNT.decode(data)
             if debt == 0:
@@ -326,7 +365,29 @@ class Adapter(BaseAdapter):
             if am.is_liquidatable(hf, debt):
                 liquidatable.append(a)
         self.health = health
+        self.unreadable = await self._why_unreadable(failed, head.number) if failed else {}
         return liquidatable
+
+    async def _why_unreadable(self, users: list[str], block: int) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Why each account's getUserAccountData failed. Aave prices every reserve the account
+        uses as collateral or borrows, so with an unavailable price the account's
+        configuration bitmap (one more request, only in this degraded case) names the asset."""
+        bad = [r for r in self.reserves if r.price_problem]
+        if not bad:
+            return {u: ("account_data_failed", {"call": "getUserAccountData"}) for u in users}
+        res = await self.mc.run([Call(self.pool, F_USER_CONFIG.encode(u)) for u in users], block)
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for u, (ok, data) in zip(users, res):
+            used = bad
+            if ok and len(data) == 32:
+                bitmap = int.from_bytes(data, "big")
+                used = [r for r in bad if (bitmap >> (2 * r.id)) & 3]
+            if used:
+                out[u] = ("price_unavailable", {"asset": ",".join(r.symbol for r in used),
+                                                "problem": ",".join(r.price_problem or "" for r in used)})
+            else:  # e.g. an eMode price source that is not a reserve
+                out[u] = ("account_data_failed", {"call": "getUserAccountData"})
+        return out
 
     # -- opportunities ----------------------------------------------------------------
     async def opportunities(self, head: Head) -> list[Opportunity]:
@@ -335,17 +396,24 @@ class Adapter(BaseAdapter):
         Both routes of one account share the Opportunity key: the ranking keeps the one
         that nets more after gas."""
         liquidatable = await self.refresh(head)
-        self.last_skips = []
+        self.last_skips = [Skip(u, reason, detail) for u, (reason, detail) in self.unreadable.items()]
         self.last_candidates = {}
         if not liquidatable:
             self.last_opportunities = []
             return []
-        bad_prices = {r.asset for r in self.reserves if r.price <= 0}
+        bad_prices = {r.asset: r for r in self.reserves if r.price_problem or r.price <= 0}
         stale = {r.asset for r in self.reserves
                  if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
         positions = await self._positions(liquidatable, head.number)
         drafts: list[tuple[AaveLiquidation, am.Side, am.Side, Reserve, Reserve]] = []
+        for user in liquidatable:
+            if user not in positions:
+                self.last_skips.append(Skip(user, "account_data_failed", {"call": "getUserConfiguration"}))
         for user, pos in positions.items():
+            if pos.get("emode_price_problem"):
+                self.last_skips.append(Skip(user, "price_unavailable", {
+                    "asset": f"eMode {pos['emode_id']} price source", "problem": pos["emode_price_problem"]}))
+                continue
             hf = self.health[user].health_factor_wad
             total_debt = self.health[user].debt_base
             pairs = [(c, d) for c in self.reserves for d in self.reserves
@@ -358,8 +426,11 @@ class Adapter(BaseAdapter):
                 if not (c.active and d.active) or c.paused or d.paused:
                     self.last_skips.append(Skip(user, "reserve_paused_or_inactive", where))
                     continue
-                if {c.asset, d.asset} & bad_prices:
-                    self.last_skips.append(Skip(user, "zero_price", where))
+                unpriced = [bad_prices[a] for a in dict.fromkeys((c.asset, d.asset)) if a in bad_prices]
+                if unpriced:
+                    self.last_skips.append(Skip(user, "price_unavailable", {
+                        **where, "asset": ",".join(r.symbol for r in unpriced),
+                        "problem": ",".join(r.price_problem or "zero" for r in unpriced)}))
                     continue
                 if {c.asset, d.asset} & stale:
                     self.last_skips.append(Skip(user, "stale_price", where))
@@ -543,6 +614,7 @@ class Adapter(BaseAdapter):
             ids = sorted(emode_ids)
             res = await self.mc.run([Call(self.pool, F_EMODE.encode(i)) for i in ids], block)
             cats: dict[int, tuple[int, int]] = {}
+            cat_problems: dict[int, str] = {}
             srcs = []
             for i, (ok, data) in zip(ids, res):
                 if ok:
@@ -553,11 +625,16 @@ class Adapter(BaseAdapter):
             if srcs:
                 pres = await self.mc.run([Call(self.oracle, F_PRICE.encode(s)) for _, s in srcs], block)
                 for (i, _), (ok, data) in zip(srcs, pres):
-                    if ok:
-                        cats[i] = (cats[i][0], F_PRICE.decode_one(data))
+                    price, problem = read_price(ok, data)
+                    if problem:  # the protocol would price this category with it too: skip, never guess
+                        cat_problems[i] = problem
+                    else:
+                        cats[i] = (cats[i][0], price)
             for pos in out.values():
                 if pos["emode_id"] in cats:
                     pos["emode"] = cats[pos["emode_id"]]
+                if pos["emode_id"] in cat_problems:
+                    pos["emode_price_problem"] = cat_problems[pos["emode_id"]]
         return out
 
     # -- views and outcomes -----------------------------------------------------------
@@ -599,7 +676,7 @@ class Adapter(BaseAdapter):
 
     def native_price_usd_e8(self) -> int | None:
         for r in self.reserves:
-            if r.symbol.upper() in NATIVE_SYMBOLS and r.price > 0:
+            if r.symbol.upper() in NATIVE_SYMBOLS and r.price > 0 and r.price_problem is None:
                 return self._to_usd_e8(r.price)
         return None
 
