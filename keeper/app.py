@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+import time
+from typing import Any, Awaitable, TypeVar
 
 from . import abi, log as logmod, strategy
 from .config import Config, load_signer
@@ -21,9 +22,11 @@ from .multicall import Call, Multicall
 from .pricing.uniswap_v3 import UniswapV3Quoter
 from .protocols import build_adapter
 from .protocols.base import require_code
-from .rpc import Rpc, parse_int, redact_url
+from .redact import redact_url
+from .rpc import Rpc, parse_int
 from .types import Head, Outcome
 
+T = TypeVar("T")
 AGG = abi.load("ChainlinkAggregator")
 STARTUP_ATTEMPTS = 3
 MAX_BACKOFF_S = 30.0
@@ -50,13 +53,16 @@ class Keeper:
         self.cfg = cfg
         self.dry_run = dry_run
         self.log = log or logmod.get()
-        self.rpc = Rpc(cfg.chain.rpc_url, timeout_s=cfg.chain.rpc_timeout_s)
+        self.rpc = Rpc(cfg.chain.rpc_urls or (cfg.chain.rpc_url,), timeout_s=cfg.chain.rpc_timeout_s,
+                       max_head_lag_blocks=cfg.chain.max_head_lag_blocks,
+                       probe_interval_s=cfg.chain.rpc_probe_interval_s, log=self.log)
         self.mc = Multicall(self.rpc, cfg.chain.multicall3)
         self.adapters: dict[str, Any] = {}
         self.executor: Executor | None = None
         self.head: Head | None = None
         self.stop_event = asyncio.Event()
         self.cycles = 0
+        self._hashes: dict[int, str] = {}  # recent block number -> hash, to see reorgs
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -90,7 +96,7 @@ class Keeper:
         delay = 0.5
         for attempt in range(1, STARTUP_ATTEMPTS + 1):
             try:
-                return await self.rpc.chain_id()
+                return await self.rpc.connect()
             except (TransientError, RpcError) as e:
                 if attempt == STARTUP_ATTEMPTS:
                     raise ConfigError(f"chain.rpc_url: {e} (after {attempt} attempts)") from None
@@ -105,7 +111,7 @@ class Keeper:
         return Head(number=parse_int(blk["number"], "block.number"),
                     timestamp=parse_int(blk.get("timestamp", "0x0"), "block.timestamp"),
                     base_fee_wei=parse_int(blk.get("baseFeePerGas", "0x0"), "block.baseFeePerGas"),
-                    hash=str(blk.get("hash", "")))
+                    hash=str(blk.get("hash", "")), parent_hash=str(blk.get("parentHash", "")))
 
     async def native_usd_e8(self) -> int | None:
         feed = self.cfg.chain.native_usd_feed
@@ -123,30 +129,33 @@ class Keeper:
         return None
 
     async def gather(self, head: Head) -> list[Any]:
-        """Sync and refresh every adapter; a failing one is logged and skipped."""
-        opps: list[Any] = []
-        for name, adapter in self.adapters.items():
-            lg = self.log.bind(block=head.number, protocol=name)
-            try:
-                new = await adapter.sync(head)
-                if new:
-                    lg.info("accounts_discovered", new=new, tracked=len(adapter.accounts))
-                found = await adapter.opportunities(head)
-            except (TransientError, RpcError, BadResponseError) as e:
-                lg.warning("protocol_error", error=str(e))
-                continue
-            except Exception as e:  # a bug in one adapter must not stop the others
-                lg.error("protocol_error", error=f"{e.__class__.__name__}: {e}", exc_info=True)
-                continue
-            for s in getattr(adapter, "last_skips", []):
-                lg.info("skipped", account=s.account, reason=s.reason, **s.detail)
-            opps.extend(found)
-        return opps
+        """Sync and refresh every adapter, all at once; a failing one is logged and skipped."""
+        results = await asyncio.gather(*(self._gather_one(name, a, head) for name, a in self.adapters.items()))
+        return [o for found in results for o in found]
 
-    async def cycle(self, head: Head) -> list[Outcome]:
+    async def _gather_one(self, name: str, adapter: Any, head: Head) -> list[Any]:
+        lg = self.log.bind(block=head.number, protocol=name)
+        try:
+            new = await adapter.sync(head)
+            if new:
+                lg.info("accounts_discovered", new=new, tracked=len(adapter.accounts))
+            found = await adapter.opportunities(head)
+        except (TransientError, RpcError, BadResponseError) as e:
+            lg.warning("protocol_error", error=str(e))
+            return []
+        except Exception as e:  # a bug in one adapter must not stop the others
+            lg.error("protocol_error", error=f"{e.__class__.__name__}: {e}", exc_info=True)
+            return []
+        for s in getattr(adapter, "last_skips", []):
+            lg.info("skipped", account=s.account, reason=s.reason, **s.detail)
+        return list(found)
+
+    async def cycle(self, head: Head, background: bool = False) -> list[Outcome]:
+        """One block: track our transactions, refresh every adapter, rank, and hand the chosen
+        opportunities to the executor (background: its batch runs beside the loop)."""
         assert self.executor is not None
         self.executor.log = self.log.bind(block=head.number, mode="live" if self.executor.live else "dry_run")
-        tracked = await self.executor.on_block(head)  # receipts, replacements, cancellations
+        tracked = await self.executor.on_block(head)  # receipts, reorgs, replacements, cancellations
         opps = await self.gather(head)
         native = await self.native_usd_e8()
         lg = self.log.bind(block=head.number)
@@ -169,7 +178,7 @@ class Keeper:
         for p, reason in skipped:
             lg.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason,
                     net_profit_usd=p.net_profit_usd_e8 / 1e8)
-        outs = await self.executor.execute_all(chosen, head, native)
+        outs = await self.executor.execute_all(chosen, head, native, background=background)
         self.cycles += 1
         return tracked + outs
 
@@ -185,22 +194,108 @@ class Keeper:
         return inv
 
     # -- the loop ---------------------------------------------------------------------
+    async def _unless_stopped(self, coro: Awaitable[T]) -> T | None:
+        """Run coro; if the keeper is told to stop meanwhile, cancel it and return None."""
+        task = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+
+    async def _note_chain(self, head: Head) -> None:
+        """Detect a reorg or a chain that went backwards, say so, and let the executor resync."""
+        prev = self.head
+        self._hashes[head.number] = head.hash
+        for n in [n for n in self._hashes if n < head.number - 128]:
+            del self._hashes[n]
+        if prev is None:
+            return
+        if head.number < prev.number:
+            self.log.warning("chain_went_back", from_block=prev.number, to_block=head.number,
+                             hint="the node restarted from an older state or switched chains; nonce resynced,"
+                                  " sends re-checked")
+            for n in [n for n in self._hashes if n > head.number]:
+                del self._hashes[n]
+        elif self._hashes.get(head.number - 1, head.parent_hash) != head.parent_hash or \
+                (head.number == prev.number and head.hash != prev.hash):
+            depth = await self._reorg_depth(head)
+            self.log.warning("chain_reorg", block=head.number, depth=depth)
+        else:
+            return
+        assert self.executor is not None
+        await self.executor.on_chain_change()
+
+    async def _reorg_depth(self, head: Head) -> int | None:
+        known = sorted((n for n in self._hashes if n < head.number), reverse=True)[:64]
+        if not known:
+            return None
+        try:
+            blocks = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in known], return_errors=True)
+        except (TransientError, RpcError):
+            return None
+        for n, b in zip(known, blocks):
+            if isinstance(b, dict) and b.get("hash") == self._hashes[n]:
+                return head.number - n - 1 if head.number > n else None
+            if isinstance(b, dict):
+                self._hashes[n] = str(b.get("hash"))
+        return len(known)
+
+    def _heartbeat(self, head: Head, cycle_s: float) -> None:
+        every = self.cfg.keeper.heartbeat_blocks
+        if not every or head.number % every:
+            return
+        ex = self.executor
+        tx = getattr(ex, "tx", None)
+        status = getattr(self.rpc, "endpoints_status", None)
+        self.log.info("heartbeat", block=head.number, lag_s=max(round(time.time() - head.timestamp, 1), 0),
+                      cycle_s=round(cycle_s, 3), cycles=self.cycles,
+                      tracked={n: len(getattr(a, "accounts", ()) or ()) for n, a in self.adapters.items()},
+                      in_flight=len(ex.in_flight) if ex else 0,
+                      paused=bool(tx and tx.paused),
+                      rpc=[{"url": e.get("url"), "healthy": e.get("healthy")} for e in status()] if status else None)
+
     async def run(self, once: bool = False, max_cycles: int | None = None) -> None:
-        backoff = self.cfg.chain.poll_interval_s
-        last = -1
+        """Follow the chain until stopped. One cycle at a time: a head that arrives while a
+        cycle runs is picked up when it ends (no pile-up); sends run beside the loop."""
+        poll = self.cfg.chain.poll_interval_s
+        backoff = poll
+        last: tuple[int, str] | None = None
+        outage_since: float | None = None
+        errors = 0
         while not self.stop_event.is_set():
+            wait = poll
             try:
-                head = await self.read_head()
-                if head.number != last:
+                if hasattr(self.rpc, "check_heads"):
+                    await self._unless_stopped(self.rpc.check_heads())
+                head = await self._unless_stopped(self.read_head())
+                if head is None:
+                    break
+                if outage_since is not None:
+                    self.log.warning("rpc_recovered", outage_s=round(time.monotonic() - outage_since, 1), errors=errors)
+                    outage_since, errors = None, 0
+                if (head.number, head.hash) != last:
+                    await self._note_chain(head)
                     self.head = head
-                    await self.cycle(head)
-                    last = head.number
+                    started = time.monotonic()
+                    done = await self._unless_stopped(self.cycle(head, background=not once))
+                    if done is None:
+                        break
+                    last = (head.number, head.hash)
+                    self._heartbeat(head, time.monotonic() - started)
                     if once or (max_cycles is not None and self.cycles >= max_cycles):
-                        return
-                backoff = self.cfg.chain.poll_interval_s
-                wait = self.cfg.chain.poll_interval_s
+                        break
+                backoff = poll
             except (TransientError, RpcError) as e:
-                self.log.warning("rpc_error", error=str(e), retry_in_s=round(backoff, 2))
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                errors += 1
+                self.log.warning("rpc_error", error=str(e), retry_in_s=round(backoff, 2), errors=errors)
                 wait = backoff
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 if once and backoff >= MAX_BACKOFF_S:
@@ -218,6 +313,8 @@ class Keeper:
                 await asyncio.wait_for(self.stop_event.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
+        if self.executor is not None:
+            await self.executor.stop()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,7 +326,16 @@ class Keeper:
 
     def _on_signal(self, sig: int) -> None:
         self.log.info("stopping", signal=signal.Signals(sig).name)
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop between any two steps: nothing new is signed from now on."""
         self.stop_event.set()
+        if self.executor is not None:
+            self.executor.stopping = True
+            tx = getattr(self.executor, "tx", None)
+            if tx is not None:
+                tx.stopping = True
 
     async def close(self) -> None:
         if self.executor is not None:

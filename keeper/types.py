@@ -12,6 +12,7 @@ class Head:
     timestamp: int
     base_fee_wei: int
     hash: str
+    parent_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,11 +48,12 @@ async def test_a_stuck_transaction_is_replaced_on_the_same_nonce_and_lands(chain
         chain.call("anvil_setNextBlockBaseFeePerGas", [hex(60 * GWEI)])
         chain.call("evm_mine")
         assert mined_txs(chain, chain.block_number()) == []
+        outs = []
         with capture_logs() as logs:
             for _ in range(2):
-                await keeper.cycle(await keeper.read_head())
+                outs += await keeper.cycle(await keeper.read_head())
                 chain.call("evm_mine")
-            outs = await keeper.cycle(await keeper.read_head())
+            outs += await keeper.cycle(await keeper.read_head())
         replaced = [e for e in logs if e["event"] == "tx_replaced"]
         assert len(replaced) >= len(sent)
         confirmed = [o for o in outs if o.status == "confirmed"]
@@ -165,7 +166,7 @@ async def test_fifty_sends_with_induced_failures_leave_no_nonce_gap_and_nothing_
         await reader.close()
     end = chain.nonce(KEEPER)
     assert end == start_nonce + 50 + external  # every nonce used once: no gap
-    assert not tm.pending
+    assert not tm.in_flight()  # final ones stay watched for reorgs, not in flight
     states = tm.journal.states()
     ours = [states[t.id] for t in intents]
     assert all(s.status in ("mined", "final") for s in ours)

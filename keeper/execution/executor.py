@@ -10,6 +10,7 @@ manager signs, journals, sends and tracks it; dry-run: log what would be sent.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,10 +40,59 @@ class Executor:
         self.address: str | None = cfg.keeper.address
         self.simulator = Simulator(rpc, cfg.chain.multicall3)
         self.outcomes: list[Outcome] = []
+        self.stopping = False  # set on shutdown: nothing new is simulated or sent
+        self.tasks: set[asyncio.Task[list[Outcome]]] = set()
+        self._dispatching: set[str] = set()  # keys handed to a batch that has not finished
 
     @property
     def in_flight(self) -> set[str]:
-        return set()
+        return set(self._dispatching)
+
+    async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int,
+                          background: bool = False) -> list[Outcome]:
+        """Handle the chosen opportunities in ranking order (set-up, simulation, send, a short
+        receipt wait) in one task. background: return at once and let the task run beside the
+        loop (the daemon); otherwise wait for it (tests, --once)."""
+        outs: list[Outcome] = []
+        batch: list[Priced] = []
+        for p in chosen:
+            if p.opp.key in self.in_flight:  # never send twice
+                outs.append(self._skip(p, "in_flight"))
+            else:
+                batch.append(p)
+                self._dispatching.add(p.opp.key)
+        if not batch:
+            return outs
+        task = asyncio.create_task(self._run_batch(batch, head, native_usd_e8))
+        self.tasks.add(task)
+        task.add_done_callback(lambda t, keys=[p.opp.key for p in batch]: self._batch_done(t, keys))
+        if background:
+            return outs
+        return outs + await asyncio.shield(task)
+
+    def _batch_done(self, task: asyncio.Task[list[Outcome]], keys: list[str]) -> None:
+        self.tasks.discard(task)
+        self._dispatching.difference_update(keys)
+        if not task.cancelled() and task.exception() is not None:
+            e = task.exception()
+            self.log.error("execution_error", error=f"{e.__class__.__name__}: {e}", exc_info=e)
+
+    async def _run_batch(self, batch: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """No new sends; let batches in the middle of a broadcast finish (bounded), then cancel."""
+        self.stopping = True
+        if self.tasks:
+            _, late = await asyncio.wait(set(self.tasks), timeout=grace_s)
+            for t in late:
+                t.cancel()
+            if late:
+                await asyncio.wait(late, timeout=1.0)
+
+    async def on_chain_change(self) -> None:
+        """The chain went back or reorganised: whatever depends on the node's state is re-read."""
+        return None
 
     async def start(self) -> None:
         return None
@@ -99,11 +149,8 @@ class Executor:
                               gas_used=sim.gas_used)
         return repriced, sim
 
-    async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
-        raise NotImplementedError
-
     async def close(self) -> None:
-        return None
+        await self.stop()
 
 
 class DryRunExecutor(Executor):
@@ -114,9 +161,12 @@ class DryRunExecutor(Executor):
     def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
         return p.opp.plan.prerequisites, "latest"
 
-    async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
+    async def _run_batch(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         outs = []
         for p in chosen:
+            if self.stopping:
+                outs.append(self._skip(p, "stopping"))
+                continue
             r = await self._check(p, head, native_usd_e8)
             if isinstance(r, Outcome):
                 outs.append(r)
@@ -150,14 +200,25 @@ class LiveExecutor(Executor):
         super().__init__(cfg, rpc, adapters, log)
         self.address = signer.address
         journal = Journal(cfg.keeper.journal or default_journal_path(signer.address))
-        self.tx = TxManager(rpc, signer, cfg.keeper, journal, log, broadcaster)
+        if journal.repaired:
+            log.warning("journal_repaired", journal=str(journal.path), detail=journal.repaired)
+        timeout = cfg.chain.rpc_timeout_s + (cfg.relay.timeout_s if cfg.relay is not None else 0) + 1
+        self.tx = TxManager(rpc, signer, cfg.keeper, journal, log, broadcaster, broadcast_timeout_s=timeout)
         self._approved: set[tuple[str, str]] = set()
         self._prereqs_done: set[tuple[str, bytes]] = set()
+        self._setup_mined: set[str] = set()  # set-up intents mined successfully
         self._sent: dict[str, tuple[Priced, MeasuredSim]] = {}  # intent id -> what it was for
 
     @property
     def in_flight(self) -> set[str]:
-        return self.tx.in_flight_keys()
+        return self.tx.in_flight_keys() | self._dispatching
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        self.tx.stopping = True
+        await super().stop(grace_s)
+
+    async def on_chain_change(self) -> None:
+        await self.tx.resync_nonce()
 
     def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
         # with our own transactions not mined yet, simulate on top of them ("pending")
@@ -172,14 +233,20 @@ class LiveExecutor(Executor):
 
     async def _setup_send(self, plan: TxPlan, head: Head, what: str) -> None:
         """A set-up transaction (approval, hope): simulated, sent, awaited."""
+        key = f"setup:{what}"
+        if key in self._setup_mined:
+            return
+        if key in self.tx.in_flight_keys():  # sent before and not final yet: never twice
+            raise TransientError(f"{what}: the set-up transaction is still in flight")
         sim = await simulate(self.rpc, plan, self.address)
         if not sim.ok:
             raise TransientError(f"{what} would revert: {sim.reason}")
-        t = await self.tx.send(plan, min(plan.gas_limit, sim.gas_used * 13 // 10 + 20_000), head, key=f"setup:{what}")
+        t = await self.tx.send(plan, min(plan.gas_limit, sim.gas_used * 13 // 10 + 20_000), head, key=key)
         self.log.info("setup_sent", description=what, tx=t.latest_hash, nonce=t.nonce)
         await self.tx.wait([t], self.cfg.keeper.receipt_timeout_s * 4)
         if t.receipt is None or t.receipt.get("status") != "0x1":
             raise TransientError(f"{what} did not succeed")
+        self._setup_mined.add(key)
 
     async def _ensure_prerequisites(self, plan: TxPlan, head: Head) -> None:
         for pre in plan.prerequisites:
@@ -205,11 +272,14 @@ class LiveExecutor(Executor):
         """Fees may never exceed what the action pays (gross, before gas), in wei."""
         return max(p.opp.gross_profit_usd_e8, 0) * 10**18 // max(native_usd_e8, 1)
 
-    async def execute_all(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
+    async def _run_batch(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         outs: list[Outcome] = []
         sent: list[Tracked] = []
         for p in chosen:
-            if p.opp.key in self.in_flight:  # never send twice
+            if self.stopping:
+                outs.append(self._skip(p, "stopping"))
+                continue
+            if p.opp.key in self.tx.in_flight_keys():  # sent by another batch meanwhile
                 outs.append(self._skip(p, "in_flight"))
                 continue
             try:
@@ -241,7 +311,7 @@ class LiveExecutor(Executor):
             self.log.info("liquidation_sent", protocol=p.opp.protocol, account=p.opp.account, tx=t.latest_hash,
                           nonce=t.nonce, gas_limit=gas, max_fee_gwei=t.max_fee / 1e9, priority_fee_gwei=t.prio / 1e9,
                           expected_profit_usd=repriced.net_profit_usd_e8 / 1e8, broadcaster=self.tx.broadcaster.name,
-                          **detail)
+                          uncertain=t.uncertain, **detail)
             self._sent[t.id] = (repriced, sim)
             sent.append(t)
         if sent:
@@ -254,7 +324,10 @@ class LiveExecutor(Executor):
             pending = {h for t in self.tx.pending.values() if t.status == "pending" for h in t.hashes}
             await self.tx.broadcaster.on_block(head, pending)
         mined = await self.tx.on_block(head, self._resimulate)
-        return [o for o in (self._finish(t) for t in mined) if o is not None]
+        outs = [o for o in (self._finish(t) for t in mined) if o is not None]
+        for iid in [i for i in self._sent if i not in self.tx.pending]:  # final or dropped: done with it
+            del self._sent[iid]
+        return outs
 
     async def _resimulate(self, t: Tracked) -> bool:
         sim = await simulate(self.rpc, TxPlan(to=t.plan.to, data=t.plan.data, value=t.plan.value,
@@ -268,9 +341,11 @@ class LiveExecutor(Executor):
         gas_used = parse_int(rc.get("gasUsed", "0x0"), "gasUsed")
         price = parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
         block = parse_int(rc.get("blockNumber", "0x0"), "blockNumber")
-        entry = self._sent.pop(t.id, None)
+        entry = self._sent.get(t.id)
         if entry is None:  # a set-up call, or a transaction restored from the journal
             if t.key.startswith("setup:"):
+                if rc.get("status") == "0x1" and not t.cancelled:
+                    self._setup_mined.add(t.key)
                 return None
             self.log.info("restored_tx_mined", intent=t.key, tx=t.mined_hash, block=block, status=rc.get("status"),
                           cancelled=t.cancelled)
@@ -300,6 +375,7 @@ class LiveExecutor(Executor):
         return out
 
     async def close(self) -> None:
+        await self.stop()
         if hasattr(self.tx.broadcaster, "close"):
             await self.tx.broadcaster.close()
         self.tx.close()

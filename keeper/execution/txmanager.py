@@ -1,9 +1,18 @@
 """Transaction manager: one nonce sequence per signing key, EIP-1559 fees, tracking until
 mined (or replaced, cancelled, dropped), confirmations, the journal and the safety limits.
 
-- Nonces: a local counter, initialised from the node's pending count, advanced only when a
-  broadcast is accepted, resynced after any send error ("nonce too low" when something
-  else used the key, a dropped transaction) so there is never a gap.
+- A send is tracked from the moment it is signed: the intent and the signed transaction are
+  journaled (fsync'ed) before the broadcast, the nonce is consumed at signing, and any
+  failure of the broadcast other than the node's explicit refusal means "maybe sent": the
+  transaction stays in flight and per-block tracking rebroadcasts, replaces or cancels it.
+  Never two different transactions for one intent unless one replaces the other on its nonce.
+- Nonces: a local counter, recomputed every block as max(the node's mined count, the
+  node's pending count where the node sees our transactions, our highest in-flight nonce
+  + 1), so a node restarted from an older state, a transaction of ours the node forgot or
+  another transaction on the key never leaves a gap or a duplicate.
+- Refusals: "fee below base fee" is re-priced on a fresh base fee and retried (not a
+  failure); "nonce too low" moves the intent to the next nonce (the refused transaction
+  can never be mined); anything else drops the intent and counts as a failure.
 - Fees: maxPriorityFee = the configured tip, or a share of the expected profit per gas if
   that is higher; maxFee = 2 × base fee + tip; both capped by max_fee_gwei and so that
   gas × maxFee never exceeds the expected profit.
@@ -13,8 +22,14 @@ mined (or replaced, cancelled, dropped), confirmations, the journal and the safe
   liquidated) → cancel with a 21,000-gas self-transfer on that nonce.
 - Journal: the intent and each signed transaction are written (fsync'ed) before the
   broadcast, so a restarted keeper knows what is in flight and never sends an intent twice.
+- Reorgs and resets: mined transactions are re-checked every block until they are
+  `confirmations` deep and watched for REORG_WATCH_BLOCKS more; a receipt that disappears
+  puts the transaction back in flight (re-simulated, then rebroadcast or cancelled). A mined
+  but not final send keeps its account in flight.
 - Limits: per-transaction fee cap, gas spend per hour and per day, a pause after N
-  consecutive failed sends, and a kill switch (a file, or KEEPER_KILL_SWITCH=1).
+  consecutive failed sends (reverted on chain, or refused for a reason other than fees or
+  nonces) that lifts itself after `pause_cooldown_s`, and a kill switch (a file, or
+  KEEPER_KILL_SWITCH=1).
 """
 
 from __future__ import annotations
@@ -30,34 +45,56 @@ from typing import Any, Awaitable, Callable, Protocol
 from eth_utils import keccak
 
 from ..config import KeeperConfig
-from ..errors import RpcError
+from ..errors import BadResponseError, RpcError, TransientError
 from ..rpc import Rpc, parse_int
 from ..types import Head, TxPlan
 from .journal import Journal
 
 BUMP_NUM, BUMP_DEN = 1125, 1000  # +12.5%: the minimum most nodes accept for a replacement
 CANCEL_GAS = 21_000
+REORG_WATCH_BLOCKS = 64  # a final transaction is still checked for reorgs this many blocks
+
 
 
 class Broadcaster(Protocol):
     name: str
+    public_pool: bool  # does the node the keeper reads see its transactions (public mempool)?
 
     async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None: ...
 
 
 class PublicMempool:
     name = "public"
+    public_pool = True
 
     def __init__(self, rpc: Rpc):
         self.rpc = rpc
 
     async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None:
+        send = getattr(self.rpc, "send_raw_transaction", None)
         try:
-            await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
+            if send is not None:
+                await send("0x" + raw.hex())
+            else:
+                await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
         except RpcError as e:
-            if "already known" in e.rpc_message.lower() or "already imported" in e.rpc_message.lower():
+            if rejection_kind(e.rpc_message) == "known":
                 return
             raise
+
+
+def rejection_kind(message: str) -> str:
+    """What a node's refusal of a signed transaction means for the keeper."""
+    m = message.lower()
+    if "already known" in m or "already imported" in m or "known transaction" in m:
+        return "known"  # the node has it: as good as accepted
+    if "nonce too low" in m or "nonce is too low" in m or "old nonce" in m or "nonce has already been used" in m:
+        return "nonce_used"
+    if "replacement" in m and ("underpriced" in m or "fee too low" in m):
+        return "replacement_underpriced"
+    if "base fee" in m or "basefee" in m or "fee cap" in m or "underpriced" in m or "feecap" in m:
+        return "fee_too_low"
+    return "rejected"
 
 
 @dataclass
@@ -73,15 +110,23 @@ class Tracked:
     expected_profit_usd_e8: int
     profit_cap_wei: int  # never pay more than this in fees (gas × maxFee)
     hashes: list[str] = field(default_factory=list)
-    status: str = "pending"  # pending | mined | final | dropped
+    raws: dict[str, bytes] = field(default_factory=dict)  # hash -> signed transaction
+    status: str = "pending"  # pending | mined | final (watched for reorgs) | dropped
     cancelled: bool = False
     receipt: dict[str, Any] | None = None
     mined_hash: str | None = None
+    mined_block: int | None = None
     restored: bool = False
+    uncertain: bool = False  # the last broadcast failed in a way that says nothing (maybe sent)
+    rebroadcast_block: int = -1
 
     @property
     def latest_hash(self) -> str:
         return self.hashes[-1]
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("pending", "mined")
 
 
 class SendRefused(Exception):
@@ -93,7 +138,7 @@ class SendRefused(Exception):
 
 class TxManager:
     def __init__(self, rpc: Rpc, signer: Any, cfg: KeeperConfig, journal: Journal, log: Any,
-                 broadcaster: Broadcaster | None = None):
+                 broadcaster: Broadcaster | None = None, broadcast_timeout_s: float = 15.0):
         self.rpc = rpc
         self._signer = signer  # never logged
         self.address: str = signer.address
@@ -101,27 +146,41 @@ class TxManager:
         self.journal = journal
         self.log = log
         self.broadcaster = broadcaster or PublicMempool(rpc)
+        self.broadcast_timeout_s = broadcast_timeout_s
         self.chain_id = 0
         self.nonce: int | None = None
-        self.pending: dict[str, Tracked] = {}  # intent id -> tracked
+        self.pending: dict[str, Tracked] = {}  # intent id -> tracked (in flight, or final and watched)
         self.consecutive_failures = 0
         self.paused = False
+        self.paused_at = 0.0
+        self.stopping = False  # set on shutdown: nothing new is signed
+        self.lock = asyncio.Lock()  # one signer: nonce assignment, signing and broadcast in order
 
     # -- start-up and restart -------------------------------------------------------------
     async def start(self) -> None:
         self.chain_id = await self.rpc.chain_id()
-        await self.resync_nonce()
         await self.restore()
+        await self.resync_nonce()
 
     async def resync_nonce(self) -> None:
-        self.nonce = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), "nonce")
+        """Next nonce = max(mined count, pending count if the node sees our pool, in-flight + 1)."""
+        res = await self.rpc.batch([("eth_getTransactionCount", [self.address, "latest"]),
+                                    ("eth_getTransactionCount", [self.address, "pending"])])
+        latest, pending = parse_int(res[0], "nonce"), parse_int(res[1], "nonce")
+        self._set_nonce(latest, pending)
+
+    def _set_nonce(self, latest: int, pending: int | None) -> None:
+        ours = [t.nonce + 1 for t in self.pending.values() if t.in_flight]
+        new = max([latest] + ([pending] if pending is not None and self.broadcaster.public_pool else []) + ours)
+        if self.nonce is not None and new != self.nonce:
+            self.log.info("nonce_resynced", old=self.nonce, new=new, node_latest=latest, node_pending=pending)
+        self.nonce = new
 
     async def restore(self) -> None:
         """Rebuild in-flight transactions from the journal and reconcile them with the node."""
         states = self.journal.in_flight()
         if not states:
             return
-        latest = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), "nonce")
         for s in states:
             if s.block_hash:
                 blk = await self.rpc.call("eth_getBlockByNumber", [hex(s.block), False])
@@ -133,17 +192,15 @@ class TxManager:
             plan = TxPlan(to=s.to, data=bytes.fromhex(s.data[2:]), value=s.value, gas_limit=0)
             tr = Tracked(id=s.id, key=s.key, plan=plan, nonce=s.nonce, gas=0, max_fee=0, prio=0, sent_block=s.block,
                          expected_profit_usd_e8=s.expected_profit_usd_e8, profit_cap_wei=s.profit_cap_wei,
-                         hashes=list(s.hashes), status=s.status, restored=True, mined_hash=s.mined_hash)
+                         hashes=list(s.hashes), status=s.status, restored=True, mined_hash=s.mined_hash,
+                         mined_block=s.mined_block)
+            tr.raws = {h: bytes.fromhex(r[2:]) for h, r in s.raws.items() if r}
             if s.hashes:
                 tr.gas, tr.max_fee, tr.prio = s.fees[s.hashes[-1]]
                 if s.kinds.get(s.hashes[-1]) == "cancel":
                     tr.cancelled = True
                     tr.plan = TxPlan(to=self.address, data=b"", gas_limit=CANCEL_GAS, description="cancel")
             known = await self._known(tr.hashes)
-            if tr.status == "pending" and not known and latest > s.nonce:
-                self.journal.append({"t": "dropped", "id": s.id, "reason": "nonce_used_by_another_transaction"})
-                self.log.warning("in_flight_dropped", intent=s.key, nonce=s.nonce, hashes=s.hashes)
-                continue
             self.pending[s.id] = tr
             self.log.warning("in_flight_restored", intent=s.key, nonce=s.nonce, hashes=s.hashes, status=s.status,
                              known_to_node=known)
@@ -155,7 +212,11 @@ class TxManager:
         return any(isinstance(r, dict) for r in res)
 
     def in_flight_keys(self) -> set[str]:
-        return {t.key for t in self.pending.values() if t.status == "pending"}
+        """Keys with a send pending or mined but not yet final: never sent again meanwhile."""
+        return {t.key for t in self.pending.values() if t.in_flight}
+
+    def in_flight(self) -> list[Tracked]:
+        return [t for t in self.pending.values() if t.in_flight]
 
     # -- limits -----------------------------------------------------------------------
     def kill_switch(self) -> str | None:
@@ -166,11 +227,21 @@ class TxManager:
         return None
 
     def check_limits(self, gas: int, max_fee: int) -> None:
+        if self.stopping:
+            raise SendRefused("stopping")
         switch = self.kill_switch()
         if switch:
             raise SendRefused("kill_switch", source=switch)
         if self.paused:
-            raise SendRefused("paused", consecutive_failures=self.consecutive_failures)
+            waited = time.monotonic() - self.paused_at
+            if self.cfg.pause_cooldown_s > 0 and waited >= self.cfg.pause_cooldown_s:
+                self.paused = False
+                self.consecutive_failures = 0
+                self.log.warning("sending_resumed", paused_s=round(waited, 1), cooldown_s=self.cfg.pause_cooldown_s)
+            else:
+                raise SendRefused("paused", consecutive_failures=self.consecutive_failures,
+                                  resumes_in_s=round(max(self.cfg.pause_cooldown_s - waited, 0), 1)
+                                  if self.cfg.pause_cooldown_s > 0 else None)
         worst = gas * max_fee
         reserved = sum(t.gas * t.max_fee for t in self.pending.values() if t.status == "pending")
         now = time.time()
@@ -181,27 +252,46 @@ class TxManager:
             if spent + reserved + worst > limit:
                 raise SendRefused("gas_budget", window_s=window, spent_eth=spent / 1e18, limit_eth=limit / 1e18)
 
-    def _record_failure(self) -> None:
+    def _record_failure(self, why: str) -> None:
+        """A send that reverted on chain or could not be made (not a fee or nonce refusal)."""
         self.consecutive_failures += 1
         limit = self.cfg.max_consecutive_failures
         if limit and self.consecutive_failures >= limit and not self.paused:
             self.paused = True
-            self.log.error("sending_paused", consecutive_failures=self.consecutive_failures,
-                           hint="the keeper keeps watching; fix the cause and restart it to send again")
+            self.paused_at = time.monotonic()
+            cool = self.cfg.pause_cooldown_s
+            self.log.error("sending_paused", consecutive_failures=self.consecutive_failures, last_failure=why,
+                           resumes_in_s=cool if cool > 0 else None,
+                           hint="the keeper keeps watching; sending resumes by itself after keeper.pause_cooldown_s"
+                           if cool > 0 else "the keeper keeps watching; fix the cause and restart it to send again")
 
     # -- fees -------------------------------------------------------------------------
-    def fees(self, head: Head, gas: int, profit_cap_wei: int | None) -> tuple[int, int]:
+    def fees(self, head: Head, gas: int, profit_cap_wei: int | None, base_fee_wei: int | None = None) -> tuple[int, int]:
         """(maxFeePerGas, maxPriorityFeePerGas) for a new transaction."""
+        base = head.base_fee_wei if base_fee_wei is None else base_fee_wei
         prio = self.cfg.priority_fee_wei
         if profit_cap_wei and self.cfg.priority_fee_profit_share_bps and gas:
             prio = max(prio, profit_cap_wei * self.cfg.priority_fee_profit_share_bps // 10_000 // gas)
-        max_fee = 2 * head.base_fee_wei + prio
-        cap = self.cfg.max_fee_wei
-        if profit_cap_wei is not None and gas:
-            cap = min(cap, profit_cap_wei // gas)
-        max_fee = min(max_fee, cap)
+        max_fee = 2 * base + prio
+        max_fee = min(max_fee, self._fee_cap(gas, profit_cap_wei))
         prio = min(prio, max_fee)
         return max_fee, prio
+
+    def _fee_cap(self, gas: int, profit_cap_wei: int | None) -> int:
+        cap = self.cfg.max_fee_wei
+        if profit_cap_wei and gas:
+            cap = min(cap, profit_cap_wei // gas)
+        return cap
+
+    async def _next_base_fee(self, head: Head) -> int:
+        """The base fee of the block being built (the pending block where the node has one)."""
+        try:
+            blk = await self.rpc.call("eth_getBlockByNumber", ["pending", False])
+            if isinstance(blk, dict) and blk.get("baseFeePerGas"):
+                return parse_int(blk["baseFeePerGas"], "baseFeePerGas")
+        except (RpcError, BadResponseError, TransientError):
+            pass
+        return head.base_fee_wei * BUMP_NUM // BUMP_DEN + 1
 
     # -- sending ----------------------------------------------------------------------
     def _sign(self, plan: TxPlan, nonce: int, gas: int, max_fee: int, prio: int) -> tuple[bytes, str]:
@@ -212,50 +302,114 @@ class TxManager:
 
     async def send(self, plan: TxPlan, gas: int, head: Head, key: str, expected_profit_usd_e8: int = 0,
                    profit_cap_wei: int | None = None) -> Tracked:
-        """Sign, journal and broadcast a new transaction on the next nonce."""
-        max_fee, prio = self.fees(head, gas, profit_cap_wei)
-        if head.base_fee_wei + prio > max_fee:
-            raise SendRefused("fee_cap", base_fee_gwei=head.base_fee_wei / 1e9, max_fee_gwei=max_fee / 1e9)
-        self.check_limits(gas, max_fee)
-        if self.nonce is None:
-            await self.resync_nonce()
-        tr = Tracked(id=uuid.uuid4().hex[:16], key=key, plan=plan, nonce=self.nonce, gas=gas, max_fee=max_fee,
-                     prio=prio, sent_block=head.number, expected_profit_usd_e8=expected_profit_usd_e8,
-                     profit_cap_wei=profit_cap_wei or 0)
-        self.journal.append({"t": "intent", "id": tr.id, "key": key, "nonce": tr.nonce, "to": plan.to,
-                             "data": "0x" + plan.data.hex(), "value": plan.value,
-                             "expected_profit_usd_e8": expected_profit_usd_e8, "profit_cap_wei": tr.profit_cap_wei,
-                             "block": head.number, "block_hash": head.hash})
-        for attempt in range(2):
-            try:
-                await self._broadcast(tr, plan, gas, max_fee, prio, head, "send")
-                break
-            except RpcError as e:
-                msg = e.rpc_message.lower()
-                await self.resync_nonce()
-                if attempt == 0 and "nonce" in msg and self.nonce != tr.nonce:
-                    # something else used our nonce: move to the node's next one and retry once
-                    self.log.warning("nonce_resynced", old=tr.nonce, new=self.nonce, error=e.rpc_message)
-                    tr.nonce = self.nonce
-                    self.journal.append({"t": "renonce", "id": tr.id, "nonce": tr.nonce})
-                    continue
-                self.journal.append({"t": "dropped", "id": tr.id, "reason": f"rejected: {e.rpc_message[:120]}"})
-                self._record_failure()
-                raise
-        self.nonce = tr.nonce + 1
-        self.pending[tr.id] = tr
-        return tr
+        """Sign, journal and broadcast a new transaction on the next nonce.
 
-    async def _broadcast(self, tr: Tracked, plan: TxPlan, gas: int, max_fee: int, prio: int, head: Head, kind: str) -> str:
+        Returns the tracked transaction once the node has it or might have it (then
+        `uncertain` is set and per-block tracking takes over). Raises SendRefused before
+        signing, or RpcError when the node explicitly refused it (the intent is dropped)."""
+        async with self.lock:
+            max_fee, prio = self.fees(head, gas, profit_cap_wei)
+            if head.base_fee_wei + prio > max_fee:
+                raise SendRefused("fee_cap", base_fee_gwei=head.base_fee_wei / 1e9, max_fee_gwei=max_fee / 1e9)
+            self.check_limits(gas, max_fee)
+            if self.nonce is None:
+                await self.resync_nonce()
+            assert self.nonce is not None
+            tr = Tracked(id=uuid.uuid4().hex[:16], key=key, plan=plan, nonce=self.nonce, gas=gas, max_fee=max_fee,
+                         prio=prio, sent_block=head.number, expected_profit_usd_e8=expected_profit_usd_e8,
+                         profit_cap_wei=profit_cap_wei or 0)
+            self.journal.append({"t": "intent", "id": tr.id, "key": key, "nonce": tr.nonce, "to": plan.to,
+                                 "data": "0x" + plan.data.hex(), "value": plan.value,
+                                 "expected_profit_usd_e8": expected_profit_usd_e8, "profit_cap_wei": tr.profit_cap_wei,
+                                 "block": head.number, "block_hash": head.hash})
+            self.pending[tr.id] = tr  # tracked from here on, whatever happens
+            self.nonce = tr.nonce + 1
+            for attempt in range(3):
+                try:
+                    await self._broadcast(tr, plan, gas, max_fee, prio, head, "send")
+                    return tr
+                except RpcError as e:
+                    kind = rejection_kind(e.rpc_message)
+                    if kind == "fee_too_low" and attempt < 2:
+                        # the base fee rose between pricing and sending: re-price, same nonce
+                        base = await self._next_base_fee(head)
+                        max_fee, prio = self.fees(head, gas, profit_cap_wei, base_fee_wei=base)
+                        if base + prio <= max_fee:
+                            self.log.info("send_repriced", intent=key, nonce=tr.nonce, base_fee_gwei=base / 1e9,
+                                          max_fee_gwei=max_fee / 1e9, error=e.rpc_message)
+                            continue
+                        self._drop(tr, "fee_cap")
+                        raise SendRefused("fee_cap", base_fee_gwei=base / 1e9, max_fee_gwei=max_fee / 1e9) from None
+                    if kind in ("nonce_used", "replacement_underpriced") and attempt < 2:
+                        # something else holds this nonce; the refused transaction can never be mined
+                        old = tr.nonce
+                        await self.resync_nonce()
+                        tr.nonce = max(self.nonce or 0, old + 1)
+                        self.nonce = tr.nonce + 1
+                        self.journal.append({"t": "renonce", "id": tr.id, "nonce": tr.nonce})
+                        self.log.warning("nonce_resynced", old=old, new=tr.nonce, error=e.rpc_message, intent=key)
+                        continue
+                    self._drop(tr, f"rejected: {e.rpc_message[:120]}")
+                    if kind != "fee_too_low":
+                        self._record_failure(e.rpc_message[:120])
+                    raise
+            raise AssertionError("unreachable")
+
+    def _drop(self, tr: Tracked, reason: str) -> None:
+        """The node refused the intent's only transaction: forget it and free its nonce."""
+        tr.status = "dropped"
+        self.journal.append({"t": "dropped", "id": tr.id, "reason": reason})
+        self.pending.pop(tr.id, None)
+        if self.nonce == tr.nonce + 1:
+            self.nonce = tr.nonce
+
+    async def _broadcast(self, tr: Tracked, plan: TxPlan, gas: int, max_fee: int, prio: int, head: Head,
+                         kind: str) -> str:
+        """Sign, journal, broadcast. RpcError: the node refused this transaction. Any other
+        failure is logged as uncertain and swallowed: the transaction may be out there."""
         raw, tx_hash = self._sign(plan, tr.nonce, gas, max_fee, prio)
         self.journal.append({"t": "signed", "id": tr.id, "hash": tx_hash, "nonce": tr.nonce, "gas": gas,
                              "max_fee": max_fee, "prio": prio, "raw": "0x" + raw.hex(), "kind": kind})
-        await self.broadcaster.broadcast(raw, tx_hash, head)
         tr.hashes.append(tx_hash)
+        tr.raws[tx_hash] = raw
         tr.gas, tr.max_fee, tr.prio = gas, max_fee, prio
+        await self._post(tr, raw, tx_hash, head)
         return tx_hash
 
+    async def _post(self, tr: Tracked, raw: bytes, tx_hash: str, head: Head) -> None:
+        try:
+            await asyncio.wait_for(self.broadcaster.broadcast(raw, tx_hash, head), self.broadcast_timeout_s)
+            tr.uncertain = False
+        except RpcError:
+            raise
+        except Exception as e:  # timeout, HTTP 502, connection reset, no relay accepted: maybe sent
+            tr.uncertain = True
+            err = f"{e.__class__.__name__}: {e}" if str(e) else e.__class__.__name__
+            self.journal.append({"t": "broadcast_failed", "id": tr.id, "hash": tx_hash, "error": err[:200]})
+            self.log.warning("broadcast_uncertain", intent=tr.key, nonce=tr.nonce, tx=tx_hash, error=err,
+                             hint="tracked as maybe sent: rebroadcast, replaced or cancelled on the next blocks")
+
     # -- tracking ---------------------------------------------------------------------
+    def _mark_mined(self, t: Tracked, h: str, rc: dict[str, Any]) -> bool:
+        """Record a receipt; True if this is news (first seen, or in another block than before)."""
+        block = parse_int(rc["blockNumber"], "blockNumber")
+        if t.status in ("mined", "final") and t.mined_hash == h and t.receipt is not None \
+                and t.receipt.get("blockHash") == rc.get("blockHash"):
+            return False
+        fresh = t.status == "pending"
+        t.status, t.receipt, t.mined_hash, t.mined_block = "mined", rc, h, block
+        gas_used = parse_int(rc.get("gasUsed", "0x0"), "gasUsed")
+        price = parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
+        ok = rc.get("status") == "0x1"
+        self.journal.append({"t": "mined", "id": t.id, "hash": h, "block": block, "block_hash": rc.get("blockHash"),
+                             "status": 1 if ok else 0, "gas_used": gas_used, "gas_price": price})
+        if fresh:
+            if ok and not t.cancelled:
+                self.consecutive_failures = 0
+            elif not ok:
+                self._record_failure("reverted on chain")
+        return True
+
     async def poll(self, head: Head | None = None) -> list[Tracked]:
         """One batched receipt query for every pending hash; returns the newly mined ones."""
         pend = [t for t in self.pending.values() if t.status == "pending"]
@@ -270,72 +424,149 @@ class TxManager:
                 rc = res[i]
                 i += 1
                 if isinstance(rc, dict) and rc.get("blockNumber") and t.status == "pending":
-                    t.status, t.receipt, t.mined_hash = "mined", rc, h
-                    gas_used = parse_int(rc.get("gasUsed", "0x0"), "gasUsed")
-                    price = parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
-                    ok = rc.get("status") == "0x1"
-                    self.journal.append({"t": "mined", "id": t.id, "hash": h, "block": parse_int(rc["blockNumber"], "block"),
-                                         "status": 1 if ok else 0, "gas_used": gas_used, "gas_price": price})
-                    if ok and not t.cancelled:
-                        self.consecutive_failures = 0
-                    elif not ok:
-                        self._record_failure()
-                    mined.append(t)
+                    if self._mark_mined(t, h, rc):
+                        mined.append(t)
         return mined
 
     async def wait(self, tracked: list[Tracked], timeout_s: float) -> list[Tracked]:
-        """Poll receipts until all of `tracked` are mined or the timeout passes."""
+        """Poll receipts until all of `tracked` are mined or the timeout passes. RPC trouble
+        is retried until the deadline; whatever is not seen here is found by on_block."""
         deadline = time.monotonic() + timeout_s
         delay = 0.01
         done: list[Tracked] = []
         while True:
-            done += await self.poll()
+            try:
+                done += await self.poll()
+            except (TransientError, RpcError) as e:
+                self.log.info("receipt_poll_failed", error=str(e))
             if all(t.status != "pending" for t in tracked) or time.monotonic() >= deadline:
                 return done
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
     async def on_block(self, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> list[Tracked]:
-        """Per block: receipts, confirmations, replacements, cancellations, dropped nonces."""
-        mined = await self.poll(head)
-        for t in list(self.pending.values()):
-            if t.status == "mined" and t.receipt is not None:
-                blk = parse_int(t.receipt["blockNumber"], "block")
-                if head.number - blk + 1 >= self.cfg.confirmations:
-                    still = await self.rpc.call("eth_getTransactionReceipt", [t.mined_hash])
-                    if isinstance(still, dict) and still.get("blockHash") == t.receipt.get("blockHash"):
-                        t.status = "final"
-                        self.journal.append({"t": "final", "id": t.id, "hash": t.mined_hash, "block": blk})
-                        del self.pending[t.id]
-                    else:  # reorged out: back to pending
-                        t.status, t.receipt, t.mined_hash = "pending", None, None
-                        self.journal.append({"t": "unmined", "id": t.id})
-                        self.log.warning("tx_reorged_out", intent=t.key, nonce=t.nonce)
-            elif t.status == "mined" and t.receipt is None:  # restored from the journal as mined
-                t.status = "final"
-                self.journal.append({"t": "final", "id": t.id, "hash": t.mined_hash, "block": 0})
-                del self.pending[t.id]
-        for t in [t for t in self.pending.values() if t.status == "pending"]:
-            if head.number - t.sent_block < self.cfg.replace_after_blocks:
-                continue
-            await self._unstick(t, head, resimulate)
+        """Per block: receipts (and receipts that disappeared), confirmations, the node's
+        view of our pending transactions, nonce gaps, rebroadcasts, replacements,
+        cancellations. Returns the transactions newly seen mined."""
+        watch = list(self.pending.values())
+        if not watch:
+            if self.nonce is not None and head.number % 16 == 0:  # cheap check for other users of the key
+                await self.resync_nonce()
+            return []
+        # the nonce count first: whatever it counts is mined before the receipts are read
+        reqs: list[tuple[str, list[Any]]] = [("eth_getTransactionCount", [self.address, "latest"]),
+                                             ("eth_getTransactionCount", [self.address, "pending"])]
+        for t in watch:
+            reqs += [("eth_getTransactionReceipt", [h]) for h in t.hashes]
+        pend = [t for t in watch if t.status == "pending"]
+        for t in pend:
+            reqs += [("eth_getTransactionByHash", [h]) for h in t.hashes]
+        res = await self.rpc.batch(reqs, return_errors=True)
+        if isinstance(res[0], RpcError) or isinstance(res[1], RpcError):
+            raise TransientError("eth_getTransactionCount failed while tracking")
+        latest, node_pending = parse_int(res[0], "nonce"), parse_int(res[1], "nonce")
+        i = 2
+        receipts: dict[str, Any] = {}
+        for t in watch:
+            for h in t.hashes:
+                receipts[h] = res[i]
+                i += 1
+        by_hash: dict[str, Any] = {}
+        for t in pend:
+            for h in t.hashes:
+                by_hash[h] = res[i]
+                i += 1
+        async with self.lock:
+            mined = self._reconcile_receipts(head, watch, receipts)
+            await self._reconcile_pending(head, latest, receipts, by_hash, resimulate)
+            self._set_nonce(latest, node_pending)
         return mined
 
-    async def _unstick(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
-        latest = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), "nonce")
-        if latest > t.nonce:  # the nonce is used and none of our hashes was mined: someone else's tx took it
-            t.status = "dropped"
-            self.journal.append({"t": "dropped", "id": t.id, "reason": "nonce_used_by_another_transaction"})
-            self.log.warning("tx_dropped", intent=t.key, nonce=t.nonce)
-            del self.pending[t.id]
+    def _reconcile_receipts(self, head: Head, watch: list[Tracked], receipts: dict[str, Any]) -> list[Tracked]:
+        mined: list[Tracked] = []
+        for t in watch:
+            if t.id not in self.pending:
+                continue
+            got = [(h, receipts[h]) for h in t.hashes if isinstance(receipts.get(h), dict)
+                   and receipts[h].get("blockNumber")]
+            unknown = any(isinstance(receipts.get(h), Exception) for h in t.hashes)
+            if got:
+                h, rc = got[-1]
+                was = t.status
+                if self._mark_mined(t, h, rc) and was == "pending":
+                    mined.append(t)
+                depth = head.number - (t.mined_block or head.number) + 1
+                if t.status == "mined" and depth >= self.cfg.confirmations:
+                    t.status = "final"
+                    self.journal.append({"t": "final", "id": t.id, "hash": t.mined_hash, "block": t.mined_block})
+                if t.status == "final" and depth >= max(self.cfg.confirmations, REORG_WATCH_BLOCKS):
+                    del self.pending[t.id]
+            elif t.status in ("mined", "final") and not unknown:
+                # its block is no longer in the chain: a reorg, or the node went back to an older state
+                self.log.warning("tx_reorged_out", intent=t.key, nonce=t.nonce, tx=t.mined_hash, block=t.mined_block,
+                                 head=head.number, was=t.status)
+                t.status, t.receipt, t.mined_hash, t.mined_block = "pending", None, None, None
+                t.sent_block = head.number - self.cfg.replace_after_blocks  # look at it now
+                self.journal.append({"t": "unmined", "id": t.id})
+        return mined
+
+    async def _reconcile_pending(self, head: Head, latest: int, receipts: dict[str, Any], by_hash: dict[str, Any],
+                                 resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
+        pend = sorted((t for t in self.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
+        expected = latest  # the next nonce the chain can take
+        for t in pend:
+            known = [by_hash.get(h) for h in t.hashes if isinstance(by_hash.get(h), dict)]
+            answered = all(h in by_hash and not isinstance(by_hash[h], Exception) for h in t.hashes) and \
+                all(not isinstance(receipts.get(h), Exception) for h in t.hashes)
+            if any(k.get("blockNumber") for k in known) or not answered:
+                continue  # mined but its receipt is not served yet, or the node did not answer: next block
+            if t.nonce < latest:
+                # the nonce is used and none of our transactions for it was mined: not ours
+                self._forget(t, "nonce_used_by_another_transaction")
+                continue
+            if t.nonce > expected:
+                # a gap below it (the node went back to an older state): it can never be mined
+                if not known or not self.broadcaster.public_pool:
+                    self._forget(t, "nonce_gap", node_next_nonce=expected)
+                    continue
+            expected = max(expected, t.nonce + 1)
+            stuck = head.number - t.sent_block >= self.cfg.replace_after_blocks
+            if self.broadcaster.public_pool and not known and t.rebroadcast_block != head.number and not stuck:
+                await self._rebroadcast(t, head, resimulate)
+            elif stuck:
+                await self._unstick(t, head, resimulate)
+
+    def _forget(self, t: Tracked, reason: str, **kw: Any) -> None:
+        t.status = "dropped"
+        self.journal.append({"t": "dropped", "id": t.id, "reason": reason})
+        self.log.warning("tx_dropped", intent=t.key, nonce=t.nonce, reason=reason, hashes=t.hashes, **kw)
+        del self.pending[t.id]
+
+    async def _rebroadcast(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
+        """The node does not have it (a swallowed or failed broadcast, a node restart, a
+        reorg): re-check, then send the very same signed transaction again, or cancel."""
+        t.rebroadcast_block = head.number
+        raw = t.raws.get(t.latest_hash) if t.hashes else None
+        if raw is None or (not t.cancelled and not await resimulate(t)):
+            await self._unstick(t, head, resimulate)  # the call would revert now: cancel on its nonce
             return
+        self.journal.append({"t": "rebroadcast", "id": t.id, "hash": t.latest_hash})
+        self.log.info("tx_rebroadcast", intent=t.key, nonce=t.nonce, tx=t.latest_hash)
+        try:
+            await self._post(t, raw, t.latest_hash, head)
+        except RpcError as e:
+            kind = rejection_kind(e.rpc_message)
+            if kind == "fee_too_low":
+                await self._unstick(t, head, resimulate)
+            elif kind != "known":
+                self.log.warning("rebroadcast_rejected", intent=t.key, nonce=t.nonce, error=e.rpc_message)
+
+    async def _unstick(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
         still_good = (not t.cancelled) and await resimulate(t)
         new_prio = max(t.prio * BUMP_NUM // BUMP_DEN + 1, self.cfg.priority_fee_wei)
         new_max = max(t.max_fee * BUMP_NUM // BUMP_DEN + 1, 2 * head.base_fee_wei + new_prio)
         if still_good:
-            cap = self.cfg.max_fee_wei
-            if t.profit_cap_wei:
-                cap = min(cap, t.profit_cap_wei // t.gas)
+            cap = self._fee_cap(t.gas, t.profit_cap_wei)
             if new_max > cap:
                 if t.max_fee * BUMP_NUM // BUMP_DEN + 1 > cap:
                     self.log.warning("replacement_capped", intent=t.key, nonce=t.nonce, max_fee_gwei=t.max_fee / 1e9,
@@ -356,8 +587,7 @@ class TxManager:
             # the call would now revert (or the plan is unknown after a restart): a 21,000-gas
             # self-transfer on the same nonce costs less than letting it fail on chain
             cancel = TxPlan(to=self.address, data=b"", gas_limit=CANCEL_GAS, description="cancel")
-            if CANCEL_GAS * new_max > self.cfg.max_fee_wei * CANCEL_GAS:
-                new_max = self.cfg.max_fee_wei
+            new_max = min(new_max, self.cfg.max_fee_wei)
             try:
                 h = await self._broadcast(t, cancel, CANCEL_GAS, new_max, min(new_prio, new_max), head, "cancel")
             except RpcError as e:

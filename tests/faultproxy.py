@@ -1,0 +1,182 @@
+"""A fault-injecting JSON-RPC proxy (aiohttp, loopback) between the keeper and anvil.
+
+    async with FaultProxy(chain.url) as proxy:
+        cfg = ... KEEPER_RPC_URL=proxy.url ...
+        proxy.add("eth_sendRawTransaction", "timeout_after_forward", times=1)
+        proxy.down = True          # every request: connection dropped (an outage)
+        proxy.delay_s = (2, 5)     # every request waits a random 2-5 s (a slow RPC)
+
+Faults (per JSON-RPC method; a batch containing the method gets the fault):
+  timeout_after_forward  forward to the node, then never answer (the client times out)
+  swallow                answer a plausible result (the tx hash for a send) without forwarding
+  html502                HTTP 502 with an HTML body
+  truncated              the node's answer cut in half
+  wrong_id               the node's answer with the ids changed
+  null_result            the node's answer with every result replaced by null
+  malformed_error        {"jsonrpc": "2.0", "id": ..., "error": {"code": "oops"}}
+  rpc_error              a JSON-RPC error object (code/message given with `error=`)
+  delay                  forward after `delay_s` seconds
+`times` limits how often a rule fires (None: until removed with clear()).
+
+The proxy records every method it saw (`seen`) and every raw transaction it forwarded
+(`forwarded_raw`), so tests can count what really reached the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from eth_utils import keccak
+
+
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # "down" drops connections on purpose
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Rule:
+    method: str
+    action: str
+    times: int | None = None
+    error: tuple[int, str] = (-32000, "injected error")
+    delay_s: float = 0.0
+    fired: int = 0
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, port: int | None = None):
+        self.upstream = upstream
+        self.port = port or free_port()
+        self.rules: list[Rule] = []
+        self.down = False
+        self.delay_s: tuple[float, float] | None = None
+        self.seen: list[str] = []
+        self.forwarded_raw: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self._hang = asyncio.Event()  # never set: hanging requests wait on it
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def add(self, method: str, action: str, times: int | None = None, error: tuple[int, str] = (-32000, "injected"),
+            delay_s: float = 0.0) -> Rule:
+        r = Rule(method, action, times, error, delay_s)
+        self.rules.append(r)
+        return r
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def count(self, method: str) -> int:
+        return self.seen.count(method)
+
+    def _rule_for(self, methods: list[str]) -> Rule | None:
+        for r in self.rules:
+            if r.method in methods and (r.times is None or r.fired < r.times):
+                r.fired += 1
+                return r
+        return None
+
+    async def _forward(self, body: bytes) -> bytes:
+        assert self.session is not None
+        async with self.session.post(self.upstream, data=body, headers={"content-type": "application/json"}) as r:
+            return await r.read()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if self.down:
+            request.transport.close() if request.transport else None
+            raise ConnectionResetError("proxy down")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return web.Response(status=400, text="bad json")
+        items = payload if isinstance(payload, list) else [payload]
+        methods = [str(i.get("method")) for i in items if isinstance(i, dict)]
+        self.seen.extend(methods)
+        if self.delay_s is not None:
+            await asyncio.sleep(random.uniform(*self.delay_s))
+        rule = self._rule_for(methods)
+        action = rule.action if rule else None
+        if action == "html502":
+            return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if action == "malformed_error":
+            return self._json(payload, [{"jsonrpc": "2.0", "id": i.get("id"), "error": {"code": "oops"}} for i in items])
+        if action == "rpc_error":
+            code, msg = rule.error  # type: ignore[union-attr]
+            return self._json(payload, [{"jsonrpc": "2.0", "id": i.get("id"), "error": {"code": code, "message": msg}}
+                                        for i in items])
+        if action == "swallow":
+            out = []
+            for i in items:
+                res: Any = None
+                if i.get("method") == "eth_sendRawTransaction":
+                    raw = i["params"][0]
+                    res = "0x" + keccak(bytes.fromhex(raw[2:])).hex()
+                out.append({"jsonrpc": "2.0", "id": i.get("id"), "result": res})
+            return self._json(payload, out)
+        if action == "delay":
+            await asyncio.sleep(rule.delay_s)  # type: ignore[union-attr]
+        self._note_sends(items)
+        raw = await self._forward(body)
+        if action == "timeout_after_forward":
+            await self._hang.wait()
+        if action == "truncated":
+            return web.Response(body=raw[: max(1, len(raw) // 2)], content_type="application/json")
+        if action in ("wrong_id", "null_result"):
+            reply = json.loads(raw)
+            replies = reply if isinstance(reply, list) else [reply]
+            for r in replies:
+                if action == "wrong_id":
+                    r["id"] = (r.get("id") or 0) + 1_000_000
+                else:
+                    r.pop("error", None)
+                    r["result"] = None
+            return web.Response(body=json.dumps(reply), content_type="application/json")
+        return web.Response(body=raw, content_type="application/json")
+
+    def _note_sends(self, items: list[Any]) -> None:
+        for i in items:
+            if isinstance(i, dict) and i.get("method") == "eth_sendRawTransaction":
+                self.forwarded_raw.append(i["params"][0])
+
+    @staticmethod
+    def _json(payload: Any, replies: list[Any]) -> web.Response:
+        return web.Response(body=json.dumps(replies if isinstance(payload, list) else replies[0]),
+                            content_type="application/json")
+
+    async def start(self) -> "FaultProxy":
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_post("/", self.handle)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        return self
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def __aenter__(self) -> "FaultProxy":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
