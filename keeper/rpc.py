@@ -1,9 +1,29 @@
-"""A lean JSON-RPC client on aiohttp.
+"""A lean JSON-RPC client on aiohttp, with failover across several endpoints.
 
 One HTTP session, raw JSON-RPC objects, batches as one POST of a JSON array.
 Anything that is not a well-formed JSON-RPC answer raises BadResponseError
 (a TransientError: the caller retries later); a JSON-RPC error object raises
 RpcError with the node's code, message and revert data.
+
+Several endpoints (`Rpc([url1, url2, ...])`):
+- Each request goes to the first healthy endpoint in configured order (the operator's
+  priority order: predictable, and free on the hot path; no latency bookkeeping).
+- An endpoint that fails at transport level (timeout, connection refused or reset, HTTP 5xx
+  or 429, non-JSON or malformed JSON-RPC answer) is taken out (logged once as
+  `rpc_endpoint_down`) and the same request is retried once on the next healthy endpoint
+  (if none is healthy, on the next one anyway). A JSON-RPC error object is the node's answer,
+  not an endpoint failure: it is raised as RpcError, without retry.
+- An endpoint that is out is probed in the background (one eth_blockNumber) once per
+  `probe_interval_s`, triggered by the traffic itself (no timer task); when it answers (and
+  does not lag the last best head) it is back (`rpc_endpoint_up`) and, being earlier in the
+  order, used again. A request never waits for a probe.
+- All endpoints out: every endpoint is tried anyway, in order; TransientError if all fail.
+- `check_heads()` compares eth_blockNumber across endpoints and takes out laggards;
+  `connect()` checks every endpoint's chain id; `send_raw_transaction()` broadcasts to all.
+
+With one endpoint (`Rpc(url)`) a request costs what it always did: one POST, no probes, no
+logging (errors are raised to the caller as before; the state is still shown by
+`endpoints_status()`).
 """
 
 from __future__ import annotations
@@ -11,39 +31,89 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from typing import Any, Iterable
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
 
 import aiohttp
 
-from .errors import BadResponseError, RpcError, TransientError
+from .errors import BadResponseError, ConfigError, RpcError, TransientError
+from .redact import redact_url, scrub
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators=) builds an encoder per call
+_INF = float("inf")
+_KNOWN_TX = ("already known", "already imported", "known transaction")
+
+
+# json's C parser recurses once per nesting level, bounded only by the recursion limit, and
+# py_ecc (imported with eth-account) raises that limit to 100,000: a body of 100,000 "[" then
+# overflows the C stack (a segfault, seen in this module's tests). Bodies long enough to nest
+# deeper than _NEST_LIMIT are parsed with the limit lowered to it: a RecursionError instead.
+_NEST_LIMIT = 4000
+_getlimit, _setlimit = sys.getrecursionlimit, sys.setrecursionlimit
+
+
+def _loads(raw: bytes) -> Any:
+    if len(raw) > _NEST_LIMIT and _getlimit() > _NEST_LIMIT:
+        old = _getlimit()
+        _setlimit(_NEST_LIMIT)
+        try:
+            return json.loads(raw)
+        finally:
+            _setlimit(old)
+    return json.loads(raw)
 
 
 def _hex(n: int) -> str:
     return hex(n)
 
 
-def redact_url(url: str) -> str:
-    """Hide credentials and API keys embedded in an RPC URL for logging."""
-    from urllib.parse import urlsplit
+def _snip(value: Any, n: int = 120) -> str:
+    return repr(str(value)[:n])
 
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    path = parts.path
-    # providers put keys in the last path segment (e.g. /v2/<key>)
-    segs = path.split("/")
-    if segs and len(segs[-1]) >= 16:
-        segs[-1] = "***"
-    return f"{parts.scheme}://{host}{'/'.join(segs)}"
+
+class _WholeBatchError(BadResponseError):
+    """The node answered a batch with one error object: its answer to this request, not an
+    endpoint failure (no failover); still a BadResponseError for the caller."""
+
+
+class Endpoint:
+    __slots__ = ("index", "url", "redacted", "healthy", "reason", "last_error", "requests", "failures",
+                 "next_probe", "down_since", "probe")
+
+    def __init__(self, index: int, url: str):
+        self.index = index
+        self.url = url
+        self.redacted = redact_url(url)
+        self.healthy = True
+        self.reason: str | None = None  # why it is out (None while healthy)
+        self.last_error: str | None = None  # the last transport error, kept after recovery
+        self.requests = 0
+        self.failures = 0
+        self.next_probe = _INF
+        self.down_since = 0.0
+        self.probe: asyncio.Task[None] | None = None
 
 
 class Rpc:
-    def __init__(self, url: str, timeout_s: float = 10.0):
-        self.url = url
+    def __init__(self, urls: str | Sequence[str], timeout_s: float = 10.0, *, max_head_lag_blocks: int = 3,
+                 probe_interval_s: float = 5.0, log: Any = None):
+        self.urls = (urls,) if isinstance(urls, str) else tuple(urls)
+        if not self.urls:
+            raise ValueError("Rpc: at least one endpoint URL is required")
+        self.url = self.urls[0]
+        self.max_head_lag_blocks = max_head_lag_blocks
+        self.probe_interval_s = probe_interval_s
+        self.log = log
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
+        self._eps = tuple(Endpoint(i, u) for i, u in enumerate(self.urls))
+        self._single = len(self._eps) == 1
+        self._n_down = 0
+        self._next_probe_at = _INF  # earliest next_probe of an endpoint that is out and not being probed
+        self._best_head: int | None = None  # from the last check_heads()
+        self._bg: set[asyncio.Future[Any]] = set()  # broadcasts still finishing after one endpoint accepted
 
     async def __aenter__(self) -> "Rpc":
         return self
@@ -53,54 +123,208 @@ class Rpc:
 
     def _sess(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            n = len(self._eps)
+            # per-host limit: a hanging endpoint must not hold every pooled connection
+            connector = aiohttp.TCPConnector(limit=16 * n, limit_per_host=16 if n > 1 else 0, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 timeout=self.timeout,
                 headers={"content-type": "application/json"},
-                connector=aiohttp.TCPConnector(limit=16, ttl_dns_cache=300),
+                connector=connector,
             )
         return self._session
 
     async def close(self) -> None:
+        pending = [t for t in self._bg if not t.done()] + [ep.probe for ep in self._eps if ep.probe is not None]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._session is not None and not self._session.closed:
             await self._session.close()
 
-    async def _post(self, payload: Any) -> Any:
-        body = json.dumps(payload, separators=(",", ":"))
+    # -- status ----------------------------------------------------------------------
+    def endpoints_status(self) -> list[dict[str, Any]]:
+        """For heartbeats and metrics: one dict per endpoint, in configured order."""
+        return [{"url": ep.redacted, "healthy": ep.healthy, "reason": ep.reason, "last_error": ep.last_error,
+                 "requests": ep.requests, "failures": ep.failures} for ep in self._eps]
+
+    def _logger(self) -> Any:
+        if self.log is None:
+            import structlog
+
+            return structlog.get_logger()
+        return self.log
+
+    def _mark_down(self, ep: Endpoint, reason: str, failure: bool = True) -> None:
+        if failure:
+            ep.failures += 1
+            ep.last_error = reason
+        ep.reason = reason
+        if not ep.healthy:
+            return
+        ep.healthy = False
+        self._n_down += 1
+        now = time.monotonic()
+        ep.down_since = now
+        ep.next_probe = now + self.probe_interval_s
+        if ep.next_probe < self._next_probe_at:
+            self._next_probe_at = ep.next_probe
+        if not self._single:
+            self._logger().warning("rpc_endpoint_down", url=ep.redacted, reason=reason,
+                                   healthy_left=len(self._eps) - self._n_down)
+
+    def _mark_up(self, ep: Endpoint) -> None:
+        if ep.healthy:
+            return
+        was = ep.reason
+        ep.healthy = True
+        ep.reason = None
+        ep.next_probe = _INF
+        self._n_down -= 1
+        if not self._single:
+            self._logger().info("rpc_endpoint_up", url=ep.redacted, was=was,
+                                down_for_s=round(time.monotonic() - ep.down_since, 3))
+
+    # -- transport -------------------------------------------------------------------
+    async def _exchange(self, ep: Endpoint, body: str) -> Any:
+        """POST body to one endpoint and parse the JSON. Transport problems, HTTP 5xx/429 and
+        non-JSON raise TransientError / BadResponseError (the endpoint's fault)."""
+        ep.requests += 1
         try:
-            async with self._sess().post(self.url, data=body) as resp:
+            async with self._sess().post(ep.url, data=body) as resp:
                 raw = await resp.read()
                 status = resp.status
         except asyncio.TimeoutError as e:
-            raise TransientError(f"RPC {redact_url(self.url)} timed out") from e
+            raise TransientError(f"RPC {ep.redacted} timed out") from e
         except aiohttp.ClientError as e:
-            raise TransientError(f"cannot reach RPC {redact_url(self.url)}: {e.__class__.__name__}: {e}") from e
+            raise TransientError(f"cannot reach RPC {ep.redacted}: {e.__class__.__name__}: {scrub(str(e))}") from e
         except OSError as e:
-            raise TransientError(f"cannot reach RPC {redact_url(self.url)}: {e}") from e
+            raise TransientError(f"cannot reach RPC {ep.redacted}: {scrub(str(e))}") from e
         try:
-            return json.loads(raw)
-        except ValueError:
-            snippet = raw[:120].decode("utf-8", "replace")
-            raise BadResponseError(
-                f"RPC {redact_url(self.url)} answered HTTP {status} with non-JSON: {snippet!r}"
-            ) from None
+            reply = _loads(raw)
+        except (ValueError, RecursionError):  # includes UnicodeDecodeError (non-UTF-8 bytes)
+            snippet = scrub(raw[:120].decode("utf-8", "replace"))
+            raise BadResponseError(f"RPC {ep.redacted} answered HTTP {status} with non-JSON: {snippet!r}") from None
+        if status >= 500:
+            raise BadResponseError(f"RPC {ep.redacted} answered HTTP {status}: {scrub(str(reply)[:120])!r}")
+        if status == 429:
+            raise TransientError(f"RPC {ep.redacted} answered HTTP 429 (rate limited)")
+        return reply
 
+    async def _via(self, ep: Endpoint, body: str, check: Callable[[Any, Any, Any], Any], a: Any, b: Any) -> Any:
+        """One attempt on one endpoint, with the endpoint's health bookkeeping."""
+        try:
+            res = check(await self._exchange(ep, body), a, b)
+        except (RpcError, _WholeBatchError):  # the node answered: the endpoint works
+            if not ep.healthy:
+                self._mark_up(ep)
+            raise
+        except TransientError as e:
+            self._mark_down(ep, str(e))
+            raise
+        if not ep.healthy:
+            self._mark_up(ep)
+        return res
+
+    async def _send(self, body: str, check: Callable[[Any, Any, Any], Any], a: Any, b: Any) -> Any:
+        eps = self._eps
+        if self._single:
+            return await self._via(eps[0], body, check, a, b)
+        if self._n_down:
+            self._probe_due(time.monotonic())
+        for ep in eps:
+            if ep.healthy:
+                break
+        else:  # nothing healthy: never stall, try each in order
+            errors: list[TransientError] = []
+            for ep in eps:
+                try:
+                    return await self._via(ep, body, check, a, b)
+                except (RpcError, _WholeBatchError):
+                    raise
+                except TransientError as e:
+                    errors.append(e)
+            raise _combine(errors)
+        try:
+            return await self._via(ep, body, check, a, b)
+        except (RpcError, _WholeBatchError):
+            raise
+        except TransientError as e:
+            first = e
+        nxt = self._next_after(ep)
+        try:
+            return await self._via(nxt, body, check, a, b)
+        except (RpcError, _WholeBatchError):
+            raise
+        except TransientError as e:
+            raise _combine([first, e]) from None
+
+    def _next_after(self, failed: Endpoint) -> Endpoint:
+        """The retry target: the first healthy endpoint other than `failed`, else the next one
+        after it in order (all are out: try anyway)."""
+        for ep in self._eps:
+            if ep.healthy and ep is not failed:
+                return ep
+        return self._eps[(failed.index + 1) % len(self._eps)]
+
+    def _probe_due(self, now: float) -> None:
+        if now < self._next_probe_at:
+            return
+        nxt = _INF
+        for ep in self._eps:
+            if ep.healthy or ep.probe is not None:
+                continue
+            if ep.next_probe <= now:
+                ep.probe = asyncio.get_running_loop().create_task(self._probe(ep))
+            elif ep.next_probe < nxt:
+                nxt = ep.next_probe
+        self._next_probe_at = nxt
+
+    async def _probe(self, ep: Endpoint) -> None:
+        try:
+            rid = next(self._ids)
+            body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_blockNumber", "params": []})
+            try:
+                head: int | None = _check_quantity(await self._exchange(ep, body), "eth_blockNumber", rid)
+            except RpcError:
+                head = None  # it answers; a node error is not an endpoint failure
+            except TransientError as e:
+                self._mark_down(ep, str(e))  # already out: only the reason and counters change
+                return
+            best = self._best_head
+            if head is not None and best is not None and best - head > self.max_head_lag_blocks:
+                ep.reason = f"lagging {best - head} blocks"
+                return
+            self._mark_up(ep)
+        finally:
+            ep.probe = None
+            if not ep.healthy:
+                ep.next_probe = time.monotonic() + self.probe_interval_s
+                if ep.next_probe < self._next_probe_at:
+                    self._next_probe_at = ep.next_probe
+
+    # -- answers -----------------------------------------------------------------------
     @staticmethod
     def _result(method: str, reply: Any) -> Any:
-        if not isinstance(reply, dict) or reply.get("jsonrpc") != "2.0" or ("result" not in reply and "error" not in reply):
-            raise BadResponseError(f"{method}: malformed JSON-RPC answer: {str(reply)[:120]!r}")
+        if type(reply) is not dict or reply.get("jsonrpc") != "2.0":
+            raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
         err = reply.get("error")
         if err is not None:
-            if not isinstance(err, dict):
-                raise BadResponseError(f"{method}: malformed error object: {str(err)[:120]!r}")
-            data = err.get("data")
-            if isinstance(data, dict):  # some nodes nest revert data
-                data = data.get("data")
-            raise RpcError(method, int(err.get("code", 0)), str(err.get("message", "")), data if isinstance(data, str) else None)
+            if type(err) is not dict:
+                raise BadResponseError(f"{method}: malformed error object: {_snip(err)}")
+            code, message = err.get("code"), err.get("message")
+            if type(code) is not int or type(message) is not str:
+                raise BadResponseError(f"{method}: malformed error object: {_snip(err)}")
+            raise RpcError(method, code, message, _revert_data(err.get("data")))
+        if "result" not in reply:
+            raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
         return reply["result"]
 
+    # -- requests ----------------------------------------------------------------------
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
-        reply = await self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
-        return self._result(method, reply)
+        rid = next(self._ids)
+        body = _encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or []})
+        return await self._send(body, _check_call, method, rid)
 
     async def batch(self, requests: Iterable[tuple[str, list[Any]]], return_errors: bool = False) -> list[Any]:
         """Send many requests as one JSON array; answers come back in request order.
@@ -114,33 +338,138 @@ class Rpc:
         payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(reqs)]
         for _ in range(len(reqs) - 1):
             next(self._ids)
-        replies = await self._post(payload)
-        if not isinstance(replies, list) or len(replies) != len(reqs):
-            raise BadResponseError(f"batch of {len(reqs)}: malformed answer: {str(replies)[:120]!r}")
-        by_id: dict[int, Any] = {}
-        for r in replies:
-            if not isinstance(r, dict) or not isinstance(r.get("id"), int):
-                raise BadResponseError(f"batch: malformed answer item: {str(r)[:120]!r}")
-            by_id[r["id"]] = r
-        out: list[Any] = []
-        for i, (m, _) in enumerate(reqs):
-            r = by_id.get(first + i)
-            if r is None:
-                raise BadResponseError(f"batch: answer for {m} missing")
-            try:
-                out.append(self._result(m, r))
-            except RpcError as e:
-                if not return_errors:
-                    raise
-                out.append(e)
-        return out
+        return await self._send(_encode(payload), _check_batch, reqs, (first, return_errors))
+
+    async def check_heads(self) -> int | None:
+        """eth_blockNumber on every healthy endpoint at once; an endpoint more than
+        max_head_lag_blocks behind the best is taken out ("lagging N blocks"). Returns the best
+        head, or None if no endpoint answered. One endpoint: None at once, no request.
+        Endpoints already out are not asked (a hanging one would stall the caller): their
+        background probe brings them back, compared against this best head."""
+        if self._single:
+            return None
+        if self._n_down:
+            self._probe_due(time.monotonic())
+        targets = [ep for ep in self._eps if ep.healthy] or list(self._eps)
+        rid = next(self._ids)
+        body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_blockNumber", "params": []})
+        heads = await asyncio.gather(*(self._head_of(ep, body, rid) for ep in targets))
+        best = max((h for h in heads if h is not None), default=None)
+        if best is None:
+            return None
+        self._best_head = best
+        for ep, h in zip(targets, heads):
+            if h is not None and best - h > self.max_head_lag_blocks:
+                self._mark_down(ep, f"lagging {best - h} blocks", failure=False)
+        return best
+
+    async def _head_of(self, ep: Endpoint, body: str, rid: int) -> int | None:
+        try:
+            return await self._via(ep, body, _check_quantity, "eth_blockNumber", rid)
+        except (TransientError, RpcError):
+            return None
 
     # -- typed helpers ---------------------------------------------------------------
     async def block_number(self) -> int:
         return parse_int(await self.call("eth_blockNumber"), "eth_blockNumber")
 
+    async def connect(self) -> int:
+        """The chain id, checked on every endpoint at once. Endpoints that do not answer are
+        taken out (at least one must answer, else TransientError); endpoints on different
+        chains are a ConfigError."""
+        if self._single:
+            return await self.chain_id()
+        rid = next(self._ids)
+        body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_chainId", "params": []})
+        answers = await asyncio.gather(*(self._chain_id_of(ep, body, rid) for ep in self._eps))
+        ids = [(ep, a) for ep, a in zip(self._eps, answers) if type(a) is int]
+        if not ids:
+            raise _combine([a if isinstance(a, TransientError) else TransientError(str(a)) for a in answers])
+        ep0, cid0 = ids[0]
+        for ep, cid in ids[1:]:
+            if cid != cid0:
+                raise ConfigError(f"chain.rpc_urls: {ep0.redacted} is on chain {cid0} but {ep.redacted} is on chain {cid}")
+        return cid0
+
+    async def _chain_id_of(self, ep: Endpoint, body: str, rid: int) -> int | Exception:
+        try:
+            return await self._via(ep, body, _check_quantity, "eth_chainId", rid)
+        except TransientError as e:
+            return e
+        except RpcError as e:  # answered, but not its chain id: not usable
+            self._mark_down(ep, f"RPC {ep.redacted}: {e}")
+            return e
+
     async def chain_id(self) -> int:
         return parse_int(await self.call("eth_chainId"), "eth_chainId")
+
+    async def send_raw_transaction(self, raw_hex: str) -> str:
+        """Broadcast a signed transaction to every healthy endpoint at once (all of them if none
+        is healthy; the ones out as well if no healthy one could be reached). Returns the tx hash
+        as soon as one endpoint accepted it (or said it already knows it); the other sends
+        finish in the background. Every endpoint answered a JSON-RPC error: the first one (in
+        endpoint order) is raised; none reachable: TransientError."""
+        rid = next(self._ids)
+        body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_sendRawTransaction", "params": [raw_hex]})
+        if self._single:
+            try:
+                return await self._via(self._eps[0], body, _check_hash, "eth_sendRawTransaction", rid)
+            except RpcError as e:
+                if _is_known_tx(e):
+                    return _tx_hash(raw_hex)
+                raise
+        if self._n_down:
+            self._probe_due(time.monotonic())
+        healthy = [ep for ep in self._eps if ep.healthy]
+        rounds = [healthy, [ep for ep in self._eps if not ep.healthy]] if healthy else [list(self._eps)]
+        rpc_errors: dict[int, RpcError] = {}
+        transport: list[TransientError] = []
+        for targets in rounds:
+            if not targets:
+                continue
+            tx_hash = await self._broadcast(targets, body, rid, raw_hex, rpc_errors, transport)
+            if tx_hash is not None:
+                return tx_hash
+            if rpc_errors:  # an endpoint answered: the transaction was seen and refused
+                break
+        if rpc_errors:
+            raise rpc_errors[min(rpc_errors)]
+        raise _combine(transport)
+
+    async def _broadcast(self, targets: list[Endpoint], body: str, rid: int, raw_hex: str,
+                         rpc_errors: dict[int, RpcError], transport: list[TransientError]) -> str | None:
+        tasks = {asyncio.ensure_future(self._via(ep, body, _check_hash, "eth_sendRawTransaction", rid)): ep.index
+                 for ep in targets}
+        pending: set[asyncio.Future[Any]] = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                accepted: str | None = None
+                for t in sorted(done, key=tasks.__getitem__):
+                    try:
+                        res = t.result()
+                    except RpcError as e:
+                        if not _is_known_tx(e):
+                            rpc_errors[tasks[t]] = e
+                            continue
+                        res = _tx_hash(raw_hex)
+                    except TransientError as e:
+                        transport.append(e)
+                        continue
+                    if accepted is None:
+                        accepted = res
+                if accepted is not None:
+                    return accepted
+            return None
+        finally:
+            for t in pending:  # the broadcast is under way: let it finish (bookkeeping included)
+                self._bg.add(t)
+                t.add_done_callback(self._bg_done)
+
+    def _bg_done(self, t: asyncio.Future[Any]) -> None:
+        self._bg.discard(t)
+        if not t.cancelled():
+            t.exception()  # retrieved: the endpoint's state already records it
 
     async def eth_call(self, to: str, data: bytes, block: int | str = "latest", sender: str | None = None, value: int = 0) -> bytes:
         tx: dict[str, Any] = {"to": to, "data": "0x" + data.hex()}
@@ -156,6 +485,89 @@ class Rpc:
         if not isinstance(blk, dict) or "number" not in blk:
             raise BadResponseError(f"eth_getBlockByNumber({tag}): malformed block: {str(blk)[:120]!r}")
         return blk
+
+
+# -- answer checks (check(reply, a, b) -> result; BadResponseError = the endpoint's fault) ----
+def _check_call(reply: Any, method: str, rid: int) -> Any:
+    if type(reply) is not dict:
+        raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
+    got = reply.get("id")
+    if got != rid and not (got is None and reply.get("error") is not None):  # errors before parsing have id null
+        raise BadResponseError(f"{method}: answer for id {_snip(got, 40)}, expected {rid}")
+    return Rpc._result(method, reply)
+
+
+def _check_quantity(reply: Any, method: str, rid: int) -> int:
+    return parse_int(_check_call(reply, method, rid), method)
+
+
+def _check_hash(reply: Any, method: str, rid: int) -> str:
+    res = _check_call(reply, method, rid)
+    if type(res) is not str or not res.startswith("0x"):
+        raise BadResponseError(f"{method}: expected a transaction hash, got {_snip(res, 80)}")
+    return res
+
+
+def _check_batch(replies: Any, reqs: list[tuple[str, list[Any]]], ctx: tuple[int, bool]) -> list[Any]:
+    first, return_errors = ctx
+    n = len(reqs)
+    if type(replies) is dict:  # some nodes answer a batch with one error object
+        err = replies.get("error")
+        if type(err) is dict and type(err.get("code")) is int and type(err.get("message")) is str:
+            raise _WholeBatchError(f"batch of {n}: the node answered one error for the whole batch: "
+                                   f"{err['message'][:200]} (code {err['code']})")
+        raise BadResponseError(f"batch of {n}: malformed answer: {_snip(replies)}")
+    if type(replies) is not list or len(replies) != n:
+        raise BadResponseError(f"batch of {n}: malformed answer: {_snip(replies)}")
+    by_id: dict[int, Any] = {}
+    for r in replies:
+        if type(r) is not dict or type(r.get("id")) is not int:
+            raise BadResponseError(f"batch: malformed answer item: {_snip(r)}")
+        by_id[r["id"]] = r
+    out: list[Any] = []
+    for i, (m, _) in enumerate(reqs):
+        r = by_id.get(first + i)
+        if r is None:
+            raise BadResponseError(f"batch: answer for {m} missing")
+        try:
+            out.append(Rpc._result(m, r))
+        except RpcError as e:
+            if not return_errors:
+                raise
+            out.append(e)
+    return out
+
+
+def _revert_data(data: Any) -> str | None:
+    """Revert data as a string, from the shapes nodes use: "0x..", "Reverted 0x.." (Nethermind),
+    {"data": "0x.."} or {"originalError": {"data": ..}} nested a few levels; anything else: None."""
+    for _ in range(4):
+        if type(data) is str:
+            return data[9:] if data.startswith("Reverted 0x") else data
+        if type(data) is not dict:
+            return None
+        data = data["data"] if "data" in data else data.get("originalError")
+    return None
+
+
+def _is_known_tx(e: RpcError) -> bool:
+    msg = e.rpc_message.lower()
+    return any(k in msg for k in _KNOWN_TX)
+
+
+def _tx_hash(raw_hex: str) -> str:
+    from eth_utils import keccak
+
+    return "0x" + keccak(hexstr=raw_hex).hex()
+
+
+def _combine(errors: list[TransientError]) -> TransientError:
+    """One error for several failed attempts: the same object for one, else one message naming
+    each (BadResponseError if every attempt got a bad answer)."""
+    if len(errors) == 1:
+        return errors[0]
+    cls = BadResponseError if all(isinstance(e, BadResponseError) for e in errors) else TransientError
+    return cls(f"{len(errors)} RPC endpoints failed: " + "; ".join(str(e) for e in errors))
 
 
 def _block_tag(block: int | str) -> str:
