@@ -21,6 +21,9 @@ AUCTION_STEP_S = 60  # seconds the demo lets pass when nothing is actionable (au
 
 
 def demo(n_borrowers: int, asset: str, pct: Decimal, port: int) -> int:
+    """The CLI checks the arguments (keeper.cli: --borrowers 1..5000, --asset one of the devnet
+    tokens, --pct above -100 and at most +10000, --port 0..65535); a busy port raises
+    keeper.devnet.anvil.PortInUseError. Interrupted by a signal, it still stops its anvil."""
     from .devnet import ensure_state, shock, start_devnet
 
     t0 = time.monotonic()
@@ -36,9 +39,9 @@ def demo(n_borrowers: int, asset: str, pct: Decimal, port: int) -> int:
         outcomes, adapter, others = asyncio.run(_run_keeper(node.url))
         print("[4/4] summary", flush=True)
         _summary(outcomes, adapter, others)
-    finally:
+    finally:  # also on Ctrl-C, SIGTERM, SIGHUP (keeper.cli turns those into exceptions)
         node.stop()
-    print(f"devnet stopped; total {time.monotonic() - t0:.1f}s")
+        print(f"devnet stopped; total {time.monotonic() - t0:.1f}s", flush=True)
     confirmed = [o for o in outcomes if o.status == "confirmed"]
     return 0 if confirmed else 1
 

@@ -1,15 +1,26 @@
-"""`keeper devnet up|down|shock|status`: the embedded local chain."""
+"""`keeper devnet up|down|shock|status`: the embedded local chain.
+
+`devnet up` in the foreground stops anvil on Ctrl-C, SIGTERM or SIGHUP and exits 0; its
+anvil also dies with it if it is killed outright (parent-death signal, keeper/devnet/anvil.py).
+`devnet up --detach` starts anvil without that tie, so it outlives the command until
+`keeper devnet down`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, KeeperError
+
+
+class DevnetStopped(KeeperError):
+    """The foreground devnet's anvil went away without being asked to."""
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_FILE = REPO / ".devnet" / "devnet.json"
@@ -32,39 +43,65 @@ def _read_run() -> dict[str, Any] | None:
     return info
 
 
+def _start_detachable(port: int, n_borrowers: int, log_path: Path) -> tuple[Any, Any]:
+    """keeper.devnet.start_devnet, with an anvil that is not tied to this process's life."""
+    from .devnet.anvil import Anvil
+    from .devnet.deploy import DEPLOYMENT_JSON, Deployment
+    from .devnet.state import ensure_state, state_paths
+
+    state = ensure_state(n_borrowers)
+    dep = Deployment.load(state_paths(n_borrowers)[1])
+    node = Anvil(port=port, state_load=state, log_path=log_path, die_with_parent=False)
+    node.start()
+    try:
+        dep.save(DEPLOYMENT_JSON)
+    except OSError:
+        pass
+    return node, dep
+
+
 def up(args: Any) -> int:
     from .devnet import start_devnet
 
     if _read_run():
         raise ConfigError(f"a devnet is already running ({RUN_FILE}); stop it with 'keeper devnet down'")
     t0 = time.monotonic()
-    node, dep = start_devnet(port=args.port, n_borrowers=args.borrowers,
-                             log_path=REPO / ".devnet" / f"anvil-{args.port}.log")
-    took = time.monotonic() - t0
-    print(f"devnet ready on {node.url} in {took:.2f}s: Aave V3 pool {dep.pool}, "
-          f"{args.borrowers} borrowers, keeper {dep.keeper}")
-    print(f"tokens: {', '.join(f'{s} {a}' for s, a in dep.tokens.items())}")
+    log_path = REPO / ".devnet" / f"anvil-{args.port}.log"
     if args.detach:
-        RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
-        RUN_FILE.write_text(json.dumps({"pid": node.proc.pid, "port": node.port, "url": node.url,
-                                        "borrowers": args.borrowers}))
-        node.proc = None  # leave it running; 'keeper devnet down' stops it
-        print("detached; stop it with: keeper devnet down")
-        return 0
-    print("Ctrl-C stops it")
+        node, dep = _start_detachable(args.port, args.borrowers, log_path)
+    else:
+        node, dep = start_devnet(port=args.port, n_borrowers=args.borrowers, log_path=log_path)
     stop = {"flag": False}
 
     def _handler(signum, frame):
         stop["flag"] = True
 
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    previous: dict[int, Any] = {}
     try:
+        took = time.monotonic() - t0
+        print(f"devnet ready on {node.url} in {took:.2f}s: Aave V3 pool {dep.pool}, "
+              f"{args.borrowers} borrowers, keeper {dep.keeper}")
+        print(f"tokens: {', '.join(f'{s} {a}' for s, a in dep.tokens.items())}", flush=True)
+        if args.detach:
+            RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
+            RUN_FILE.write_text(json.dumps({"pid": node.proc.pid, "port": node.port, "url": node.url,
+                                            "borrowers": args.borrowers}))
+            node.proc = None  # leave it running; 'keeper devnet down' stops it
+            print("detached; stop it with: keeper devnet down", flush=True)
+            return 0
+        print("Ctrl-C stops it", flush=True)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                previous[sig] = signal.signal(sig, _handler)
         while not stop["flag"] and node.running:
             time.sleep(0.2)
     finally:
-        node.stop()
-    print("devnet stopped")
+        node.stop()  # a no-op once detached
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    if not stop["flag"]:
+        raise DevnetStopped(f"anvil on {node.url} exited on its own (log {log_path})")
+    print("devnet stopped", flush=True)
     return 0
 
 
@@ -100,7 +137,10 @@ def shock(args: Any) -> int:
 
     info = _read_run()
     url = args.rpc or (info["url"] if info else "http://127.0.0.1:8545")
-    dep = load_deployment()
+    try:
+        dep = load_deployment()
+    except RuntimeError as e:
+        raise ConfigError(f"no devnet deployment here: {e}") from None
     if args.asset not in dep.tokens:
         raise ConfigError(f"--asset: unknown devnet asset {args.asset!r} (one of {', '.join(dep.tokens)})")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -91,15 +92,46 @@ class Chain:
         return rc
 
 
+def _stop_session_on_signals() -> dict[int, Any]:
+    """SIGTERM / SIGHUP to the test session end it the way Ctrl-C does: a KeyboardInterrupt
+    (it goes through asyncio and `except Exception`, where pytest.exit would not) unwinds
+    the running test, pytest tears the session fixtures down, so the devnet's anvil is
+    stopped, and exits with pytest's "interrupted" code 2. (If the session is killed
+    outright, anvil still goes: it gets SIGTERM from the kernel when its parent dies, see
+    keeper/devnet/anvil.py.) Main thread only; returns the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        for sig in previous:  # a second signal ends the session at once
+            signal.signal(sig, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
 @pytest.fixture(scope="session")
 def devnet():
+    import signal
+
     from keeper.devnet import start_devnet
 
-    node, dep = start_devnet(port=0, n_borrowers=N_BORROWERS, log_path=REPO / ".devnet" / "test-anvil.log")
+    previous = _stop_session_on_signals()
     try:
-        yield node, dep
+        node, dep = start_devnet(port=0, n_borrowers=N_BORROWERS, log_path=REPO / ".devnet" / f"test-anvil-{os.getpid()}.log")
+        try:
+            yield node, dep
+        finally:
+            node.stop()
     finally:
-        node.stop()
+        for sig, h in previous.items():
+            signal.signal(sig, h if h is not None else signal.SIG_DFL)
 
 
 @pytest.fixture

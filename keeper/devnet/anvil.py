@@ -4,26 +4,101 @@
         print(node.url)
 
 stdout/stderr go to a log file (anvil logs every RPC call; an undrained pipe would block it).
+
+Process handling:
+- A port that is already taken fails at once with `PortInUseError` ("port P is in use"),
+  checked before starting and again if anvil exits early with "Address already in use".
+- `die_with_parent=True` (the default): on Linux the child gets SIGTERM from the kernel
+  when the process that started it dies, even by SIGKILL (`prctl(PR_SET_PDEATHSIG)`), so a
+  killed keeper, demo or test session never leaves a node behind. The kernel ties this to
+  the *thread* that started the child, so it is only set when starting from the main
+  thread. `keeper devnet up --detach` passes False: that node must outlive the command.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
+
+from ..errors import ConfigError, KeeperError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ANVIL = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 CHAIN_ID = 31337
 DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+class DevnetError(KeeperError, RuntimeError):
+    """anvil could not be found or started (a RuntimeError, as before, for existing callers)."""
+
+
+class PortInUseError(ConfigError, RuntimeError):
+    """The requested port is taken by another process: a user-facing one-line error."""
+
+    def __init__(self, port: int):
+        super().__init__(f"port {port} is in use (choose another with --port, or 0 for a free one)")
+        self.port = port
+
+
+PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None | bool = False  # False: not looked up yet; None: unavailable
+
+
+def _get_prctl() -> Callable[..., int] | None:
+    global _prctl
+    if _prctl is False:
+        _prctl = None
+        if sys.platform.startswith("linux"):
+            try:
+                fn = ctypes.CDLL(None, use_errno=True).prctl
+                fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+                fn.restype = ctypes.c_int
+                _prctl = fn
+            except (OSError, AttributeError):
+                _prctl = None
+    return _prctl  # type: ignore[return-value]
+
+
+def parent_death_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A subprocess `preexec_fn` that makes the child receive `sig` when this process dies
+    (Linux only; None elsewhere or off the main thread, where the signal would come when the
+    starting *thread* ends). Everything it needs is looked up before the fork."""
+    prctl = _get_prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), int(sig))
+
+    return preexec
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if binding host:port fails with EADDRINUSE (bound the way anvil binds, with
+    SO_REUSEADDR, so a port with only TIME_WAIT connections counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.errno == errno.EADDRINUSE
+    return False
 
 
 def find_anvil() -> str:
@@ -32,13 +107,13 @@ def find_anvil() -> str:
     if env:
         if os.path.isfile(env) and os.access(env, os.X_OK):
             return env
-        raise RuntimeError(f"ANVIL_BIN={env!r} is not an executable file")
+        raise DevnetError(f"ANVIL_BIN={env!r} is not an executable file")
     if DEFAULT_ANVIL.is_file() and os.access(DEFAULT_ANVIL, os.X_OK):
         return str(DEFAULT_ANVIL)
     found = shutil.which("anvil")
     if found:
         return found
-    raise RuntimeError(
+    raise DevnetError(
         "anvil not found: set ANVIL_BIN, run `npm ci` in the repository root "
         f"(expects {DEFAULT_ANVIL}), or put anvil on PATH"
     )
@@ -68,6 +143,7 @@ class Anvil:
         extra_args: Sequence[str] = (),
         *,
         start_timeout_s: float = 20.0,
+        die_with_parent: bool = True,
     ):
         self.port = port
         self.state_load = Path(state_load) if state_load else None
@@ -75,6 +151,7 @@ class Anvil:
         self.log_path = Path(log_path) if log_path else REPO_ROOT / ".devnet" / "anvil.log"
         self.extra_args = list(extra_args)
         self.start_timeout_s = start_timeout_s
+        self.die_with_parent = die_with_parent
         self.proc: subprocess.Popen | None = None
         self._log_file = None
 
@@ -93,7 +170,7 @@ class Anvil:
         ]
         if self.state_load is not None:
             if not self.state_load.is_file():
-                raise RuntimeError(f"anvil state file not found: {self.state_load}")
+                raise DevnetError(f"anvil state file not found: {self.state_load}")
             cmd += ["--load-state", str(self.state_load)]
         if self.state_dump is not None:
             cmd += ["--dump-state", str(self.state_dump)]
@@ -104,6 +181,8 @@ class Anvil:
             raise RuntimeError(f"anvil already running on {self.url}")
         if self.port == 0:
             self.port = free_port()
+        elif port_in_use(self.port):
+            raise PortInUseError(self.port)
         cmd = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")
@@ -113,6 +192,7 @@ class Anvil:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal does not hit anvil mid-dump
+            preexec_fn=parent_death_preexec() if self.die_with_parent else None,
         )
         try:
             self._wait_ready()
@@ -129,7 +209,9 @@ class Anvil:
             assert self.proc is not None
             rc = self.proc.poll()
             if rc is not None:
-                raise RuntimeError(
+                if b"address already in use" in _tail(self.log_path).lower().encode():
+                    raise PortInUseError(self.port)
+                raise DevnetError(
                     f"anvil exited with code {rc} while starting on port {self.port} "
                     f"(log {self.log_path}):\n{_tail(self.log_path)}"
                 )
@@ -137,7 +219,7 @@ class Anvil:
             # port would answer eth_chainId too, while ours exits with "address in use").
             if not self._listening():
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
+                    raise DevnetError(
                         f"anvil did not start listening on {self.url} within {self.start_timeout_s}s "
                         f"(log {self.log_path}):\n{_tail(self.log_path)}"
                     )
@@ -149,7 +231,7 @@ class Anvil:
                 with urllib.request.urlopen(req, timeout=1.0) as resp:
                     answer = json.loads(resp.read())
                 if int(answer["result"], 16) != CHAIN_ID:
-                    raise RuntimeError(
+                    raise DevnetError(
                         f"something else answers on {self.url} (chain id {answer['result']}); "
                         "is the port already in use?"
                     )
@@ -157,7 +239,7 @@ class Anvil:
             except (urllib.error.URLError, ConnectionError, OSError, KeyError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(
+                raise DevnetError(
                     f"anvil did not answer eth_chainId on {self.url} within {self.start_timeout_s}s "
                     f"(log {self.log_path}):\n{_tail(self.log_path)}"
                 )
