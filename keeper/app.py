@@ -44,7 +44,8 @@ def build_executor(cfg: Config, rpc: Rpc, adapters: dict[str, Any], log: Any, dr
         from .execution.relay import RelayBroadcaster
 
         broadcaster = RelayBroadcaster(cfg.relay.urls, load_relay_signer(cfg.relay), cfg.relay.target_blocks,
-                                       log.bind(mode="live"), public=rpc if cfg.relay.fallback_public else None)
+                                       log.bind(mode="live"), public=rpc if cfg.relay.fallback_public else None,
+                                       timeout_s=cfg.relay.timeout_s)
     return LiveExecutor(cfg, rpc, adapters, log.bind(mode="live"), signer, broadcaster)
 
 
@@ -63,6 +64,7 @@ class Keeper:
         self.stop_event = asyncio.Event()
         self.cycles = 0
         self._hashes: dict[int, str] = {}  # recent block number -> hash, to see reorgs
+        self._canonical: dict[int, str] = {}  # the node's hash now at the last head's height
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -107,7 +109,17 @@ class Keeper:
 
     # -- one cycle --------------------------------------------------------------------
     async def read_head(self) -> Head:
-        blk = await self.rpc.get_block("latest")
+        """The latest block; in the same request, the block at the last head's height, so a
+        reorg under skipped blocks is seen (its hash no longer matches)."""
+        prev = self.head
+        if prev is None:
+            blk = await self.rpc.get_block("latest")
+        else:
+            blk, then = await self.rpc.batch([("eth_getBlockByNumber", ["latest", False]),
+                                              ("eth_getBlockByNumber", [hex(prev.number), False])])
+            if not isinstance(blk, dict) or "number" not in blk:
+                raise BadResponseError(f"eth_getBlockByNumber(latest): malformed block: {str(blk)[:120]!r}")
+            self._canonical[prev.number] = str(then.get("hash", "")) if isinstance(then, dict) else ""
         return Head(number=parse_int(blk["number"], "block.number"),
                     timestamp=parse_int(blk.get("timestamp", "0x0"), "block.timestamp"),
                     base_fee_wei=parse_int(blk.get("baseFeePerGas", "0x0"), "block.baseFeePerGas"),
@@ -154,6 +166,8 @@ class Keeper:
         """One block: track our transactions, refresh every adapter, rank, and hand the chosen
         opportunities to the executor (background: its batch runs beside the loop)."""
         assert self.executor is not None
+        await self._note_chain(head)
+        self.head = head
         self.executor.log = self.log.bind(block=head.number, mode="live" if self.executor.live else "dry_run")
         tracked = await self.executor.on_block(head)  # receipts, reorgs, replacements, cancellations
         opps = await self.gather(head)
@@ -212,6 +226,7 @@ class Keeper:
         """Detect a reorg or a chain that went backwards, say so, and let the executor resync."""
         prev = self.head
         self._hashes[head.number] = head.hash
+        canonical_prev = self._canonical.pop(prev.number, "") if prev is not None else ""
         for n in [n for n in self._hashes if n < head.number - 128]:
             del self._hashes[n]
         if prev is None:
@@ -223,7 +238,8 @@ class Keeper:
             for n in [n for n in self._hashes if n > head.number]:
                 del self._hashes[n]
         elif self._hashes.get(head.number - 1, head.parent_hash) != head.parent_hash or \
-                (head.number == prev.number and head.hash != prev.hash):
+                (head.number == prev.number and head.hash != prev.hash) or \
+                canonical_prev not in (prev.hash, ""):
             depth = await self._reorg_depth(head)
             self.log.warning("chain_reorg", block=head.number, depth=depth)
         else:
@@ -280,8 +296,6 @@ class Keeper:
                     self.log.warning("rpc_recovered", outage_s=round(time.monotonic() - outage_since, 1), errors=errors)
                     outage_since, errors = None, 0
                 if (head.number, head.hash) != last:
-                    await self._note_chain(head)
-                    self.head = head
                     started = time.monotonic()
                     done = await self._unless_stopped(self.cycle(head, background=not once))
                     if done is None:
@@ -318,7 +332,7 @@ class Keeper:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):

@@ -320,10 +320,10 @@ class LiveExecutor(Executor):
         return outs
 
     async def on_block(self, head: Head) -> list[Outcome]:
-        if hasattr(self.tx.broadcaster, "on_block"):
+        mined = await self.tx.on_block(head, self._resimulate)
+        if hasattr(self.tx.broadcaster, "on_block"):  # re-target private bundles not in yet
             pending = {h for t in self.tx.pending.values() if t.status == "pending" for h in t.hashes}
             await self.tx.broadcaster.on_block(head, pending)
-        mined = await self.tx.on_block(head, self._resimulate)
         outs = [o for o in (self._finish(t) for t in mined) if o is not None]
         for iid in [i for i in self._sent if i not in self.tx.pending]:  # final or dropped: done with it
             del self._sent[iid]

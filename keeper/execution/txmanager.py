@@ -506,7 +506,7 @@ class TxManager:
                 self.log.warning("tx_reorged_out", intent=t.key, nonce=t.nonce, tx=t.mined_hash, block=t.mined_block,
                                  head=head.number, was=t.status)
                 t.status, t.receipt, t.mined_hash, t.mined_block = "pending", None, None, None
-                t.sent_block = head.number - self.cfg.replace_after_blocks  # look at it now
+                t.sent_block = head.number  # re-checked and rebroadcast below if the node lost it
                 self.journal.append({"t": "unmined", "id": t.id})
         return mined
 
@@ -547,8 +547,14 @@ class TxManager:
         reorg): re-check, then send the very same signed transaction again, or cancel."""
         t.rebroadcast_block = head.number
         raw = t.raws.get(t.latest_hash) if t.hashes else None
-        if raw is None or (not t.cancelled and not await resimulate(t)):
-            await self._unstick(t, head, resimulate)  # the call would revert now: cancel on its nonce
+        if raw is None:
+            await self._unstick(t, head, resimulate)
+            return
+        if not t.cancelled and not await resimulate(t):
+            if any(o.nonce > t.nonce for o in self.in_flight()):
+                await self._unstick(t, head, resimulate)  # later sends wait on this nonce: cancel fills it
+            else:  # the node does not hold it and it would revert now: nothing to cancel
+                self._forget(t, "would_revert_not_in_pool")
             return
         self.journal.append({"t": "rebroadcast", "id": t.id, "hash": t.latest_hash})
         self.log.info("tx_rebroadcast", intent=t.key, nonce=t.nonce, tx=t.latest_hash)

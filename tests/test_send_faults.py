@@ -1,0 +1,400 @@
+"""The send path under faults, on the devnet, through a fault-injecting JSON-RPC proxy.
+
+Every test checks the same things at the end: no intent has two transactions on chain
+(and no account two intents open at once), every liquidation the keeper sent and that
+was mined is reported, nothing unprofitable was sent, no traceback and no secret in the
+keeper's output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keeper import abi, log as logmod
+
+from .conftest import KEEPER, KEEPER_KEY
+from .faultproxy import FaultProxy
+
+AAVE = "aave-v3-devnet"
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+POOL = abi.load("AavePool")
+LIQ = POOL.event("LiquidationCall")
+GWEI = 10**9
+
+
+class JsonLogs:
+    """The keeper's real log output (JSON lines), as an operator would read it."""
+
+    def __init__(self) -> None:
+        self.buf = io.StringIO()
+        logmod.setup("debug", json_lines=True, stream=self.buf)
+
+    @property
+    def text(self) -> str:
+        return self.buf.getvalue()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = [json.loads(x) for x in self.text.splitlines() if x.startswith("{")]
+        return [e for e in out if name is None or e["event"] == name]
+
+
+@pytest.fixture
+def logs():
+    return JsonLogs()
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def assert_trustworthy(chain, keeper, logs: JsonLogs, *, allow_reverted: bool = False) -> dict[str, Any]:
+    """The invariants every fault test ends with. Returns a summary for extra checks."""
+    journal = Path(keeper.executor.tx.journal.path)
+    recs = journal_records(journal)
+    hashes: dict[str, list[str]] = {}
+    key_of: dict[str, str] = {}
+    open_keys: set[str] = set()
+    for r in recs:
+        if r["t"] == "intent":
+            assert r["key"] not in open_keys, f"two intents open at once for {r['key']}"
+            open_keys.add(r["key"])
+            key_of[r["id"]] = r["key"]
+            hashes[r["id"]] = []
+        elif r["t"] == "signed":
+            hashes[r["id"]].append(r["hash"])
+        elif r["t"] in ("final", "dropped"):
+            open_keys.discard(key_of[r["id"]])
+        elif r["t"] == "unmined":
+            open_keys.add(key_of[r["id"]])
+    mined_per_intent = {}
+    for iid, hs in hashes.items():
+        rcs = [chain.call("eth_getTransactionReceipt", [h]) for h in hs]
+        mined = [rc for rc in rcs if rc]
+        assert len(mined) <= 1, f"intent {key_of[iid]} has {len(mined)} transactions on chain"
+        mined_per_intent[iid] = mined[0] if mined else None
+    # every keeper transaction on chain belongs to exactly one intent
+    ours = {h for hs in hashes.values() for h in hs}
+    for rc in mined_per_intent.values():
+        if rc is None:
+            continue
+        assert rc["transactionHash"] in ours
+        tx = chain.call("eth_getTransactionByHash", [rc["transactionHash"]])
+        is_cancel = tx["input"] == "0x" and tx["to"].lower() == KEEPER.lower()
+        if not allow_reverted:
+            assert rc["status"] == "0x1" or is_cancel, f"reverted send {rc['transactionHash']}"
+    text = logs.text
+    assert "Traceback" not in text
+    assert KEEPER_KEY[2:] not in text.lower() and KEEPER_KEY[2:34] not in text.lower()
+    return {"mined": mined_per_intent, "records": recs}
+
+
+async def run_cycles(keeper, chain, n: int, mine: bool = True) -> list[Any]:
+    outs: list[Any] = []
+    for _ in range(n):
+        outs += await keeper.cycle(await keeper.read_head())
+        if mine:
+            chain.call("evm_mine")
+    return outs
+
+
+def liquidations(chain, from_block: int) -> list[dict]:
+    logs = chain.call("eth_getLogs", [{"address": chain.dep.pool, "fromBlock": hex(from_block), "toBlock": "latest",
+                                       "topics": [LIQ.topic0]}])
+    return [LIQ.decode(lg) for lg in logs]
+
+
+# -- broadcasts that fail in ways that say nothing -------------------------------------------
+async def test_a_broadcast_that_times_out_after_reaching_the_node_is_tracked_and_never_sent_twice(
+        chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    start = chain.block_number()
+    async with FaultProxy(chain.url) as proxy:
+        proxy.add("eth_sendRawTransaction", "timeout_after_forward", times=2)
+        keeper = await make_keeper(only=AAVE, KEEPER_RPC_URL=proxy.url, KEEPER_CHAIN__RPC_TIMEOUT_S="0.5",
+                                   KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.5")
+        outs = await run_cycles(keeper, chain, 3)
+    uncertain = logs.events("broadcast_uncertain")
+    assert len(uncertain) == 2
+    sent = logs.events("liquidation_sent")
+    confirmed = [o for o in outs if o.status == "confirmed"]
+    # the two "failed" broadcasts did reach the node: they are reported like the others
+    assert len(confirmed) == len(sent) >= 3
+    assert {e["tx"] for e in uncertain} <= {o.tx_hash for o in confirmed}
+    assert len(liquidations(chain, start + 1)) == len(sent)
+    assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_swallowed_broadcast_is_sent_again_as_the_same_transaction(chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    async with FaultProxy(chain.url) as proxy:
+        proxy.add("eth_sendRawTransaction", "swallow", times=1)  # a hash comes back, the node never saw it
+        keeper = await make_keeper(only=AAVE, KEEPER_RPC_URL=proxy.url, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.3")
+        outs = await run_cycles(keeper, chain, 3)
+        forwarded = list(proxy.forwarded_raw)
+    rebroadcast = logs.events("tx_rebroadcast")
+    assert len(rebroadcast) == 1
+    first = logs.events("liquidation_sent")[0]
+    assert rebroadcast[0]["tx"] == first["tx"]  # the very same signed transaction
+    confirmed = {o.tx_hash for o in outs if o.status == "confirmed"}
+    assert first["tx"] in confirmed
+    assert len(forwarded) == len(set(forwarded))  # nothing reached the node twice
+    assert_trustworthy(chain, keeper, logs)
+
+
+@pytest.mark.parametrize("fault", ["html502", "truncated", "wrong_id", "null_result", "malformed_error"])
+async def test_a_liquidation_mined_while_receipt_reads_fail_is_still_reported(chain, make_keeper, logs, fault):
+    chain.shock("WETH", -12)
+    async with FaultProxy(chain.url) as proxy:
+        proxy.add("eth_getTransactionReceipt", fault, times=6)
+        keeper = await make_keeper(only=AAVE, KEEPER_RPC_URL=proxy.url, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.2")
+        outs = []
+        for _ in range(6):
+            try:
+                outs += await run_cycles(keeper, chain, 1)
+            except Exception as e:  # the daemon's loop logs and retries these; so does this test
+                from keeper.errors import TransientError
+
+                assert isinstance(e, TransientError), repr(e)
+    sent = logs.events("liquidation_sent")
+    confirmed = logs.events("liquidation_confirmed")
+    assert len(sent) >= 3
+    assert sorted(e["tx"] for e in confirmed) == sorted(e["tx"] for e in sent)
+    assert len([o for o in outs if o.status == "confirmed"]) == len(sent)
+    assert_trustworthy(chain, keeper, logs)
+
+
+# -- fees -----------------------------------------------------------------------------------
+async def test_a_gas_spike_over_the_fee_cap_stops_sending_only_while_it_lasts(chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__MAX_FEE_GWEI="50", KEEPER_KEEPER__MAX_CONSECUTIVE_FAILURES="1")
+    nonce = chain.nonce(KEEPER)
+    chain.call("anvil_setNextBlockBaseFeePerGas", [hex(80 * GWEI)])
+    chain.call("evm_mine")
+    outs = await run_cycles(keeper, chain, 2, mine=False)
+    assert outs and {o.reason for o in outs} == {"fee_cap"}
+    assert chain.nonce(KEEPER) == nonce
+    # the spike passes: the keeper sends by itself, nothing was counted as a failure
+    chain.call("anvil_setNextBlockBaseFeePerGas", [hex(GWEI)])
+    chain.call("evm_mine")
+    outs = await run_cycles(keeper, chain, 1)
+    assert sum(o.status == "confirmed" for o in outs) >= 3
+    assert not keeper.executor.tx.paused and keeper.executor.tx.consecutive_failures == 0
+    assert not logs.events("sending_paused")
+    assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_base_fee_that_rises_before_inclusion_is_repriced_not_counted_as_a_failure(chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__MAX_CONSECUTIVE_FAILURES="1")
+    head = await keeper.read_head()  # priced on this block's base fee ...
+    chain.call("anvil_setNextBlockBaseFeePerGas", [hex(20 * GWEI)])  # ... the next one is 20 gwei
+    outs = await keeper.cycle(head)
+    repriced = logs.events("send_repriced")
+    assert repriced and all(e["max_fee_gwei"] >= 20 for e in repriced)
+    assert sum(o.status == "confirmed" for o in outs) >= 3
+    assert not keeper.executor.tx.paused and not logs.events("sending_paused")
+    assert_trustworthy(chain, keeper, logs)
+
+
+async def test_the_pause_after_repeated_failures_lifts_itself_after_the_cooldown(chain, make_keeper, logs):
+    from keeper.types import TxPlan
+
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__MAX_CONSECUTIVE_FAILURES="2",
+                               KEEPER_KEEPER__PAUSE_COOLDOWN_S="0.5")
+    tm = keeper.executor.tx
+    erc20 = abi.load("ERC20")
+    bad = TxPlan(to=chain.dep.tokens["USDC"], data=erc20.fn("transfer").encode(chain.dep.depositor, 10**40),
+                 gas_limit=100_000)
+    for i in range(2):
+        t = await tm.send(bad, 100_000, await keeper.read_head(), key=f"bad:{i}")
+        await tm.wait([t], 5)
+    assert tm.paused and logs.events("sending_paused")
+    from keeper.execution.txmanager import SendRefused
+
+    with pytest.raises(SendRefused):
+        await tm.send(TxPlan(to=KEEPER, data=b"", gas_limit=21_000), 21_000, await keeper.read_head(), key="ok:0")
+    await asyncio.sleep(0.6)
+    t = await tm.send(TxPlan(to=KEEPER, data=b"", gas_limit=21_000), 21_000, await keeper.read_head(), key="ok:1")
+    await tm.wait([t], 5)
+    assert t.status == "mined" and not tm.paused
+    assert logs.events("sending_resumed")
+    assert_trustworthy(chain, keeper, logs, allow_reverted=True)
+
+
+# -- the nonce: others on the key, a competitor, reorgs --------------------------------------
+async def test_an_external_transaction_on_the_keepers_nonce_is_seen_and_later_sends_are_not_taken_for_it(
+        chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        sent = sorted(keeper.executor.tx.in_flight(), key=lambda t: t.nonce)
+        assert len(sent) >= 3
+        victim = sent[0]
+        # someone else with the key replaces the first one in the pool (same nonce, higher fees)
+        chain.call("anvil_impersonateAccount", [KEEPER])
+        chain.call("eth_sendTransaction", [{"from": KEEPER, "to": KEEPER, "value": "0x0", "nonce": hex(victim.nonce),
+                                            "gas": hex(21_000), "maxFeePerGas": hex(50 * GWEI),
+                                            "maxPriorityFeePerGas": hex(10 * GWEI)}])
+        chain.call("evm_mine")
+        outs = await run_cycles(keeper, chain, 2)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    dropped = logs.events("tx_dropped")
+    assert [e["intent"] for e in dropped] == [victim.key]
+    assert dropped[0]["reason"] == "nonce_used_by_another_transaction"
+    confirmed = {o.opp.key for o in outs if o.status == "confirmed"}
+    assert {t.key for t in sent[1:]} <= confirmed  # mined right behind it: not taken for "someone else"
+    assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_competitor_landing_first_in_the_same_block_costs_at_most_one_send(chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    start = chain.block_number()
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        t = sorted(keeper.executor.tx.in_flight(), key=lambda t: t.nonce)[0]
+        victim = "0x" + t.plan.data[4 + 64 + 12:4 + 96].hex()
+        coll, debt = "0x" + t.plan.data[4 + 12:4 + 32].hex(), "0x" + t.plan.data[4 + 44:4 + 64].hex()
+        rival = "0x000000000000000000000000000000000000c0DE"
+        chain.call("anvil_setBalance", [rival, hex(10**21)])
+        chain.call("anvil_impersonateAccount", [rival])
+        erc20 = abi.load("ERC20")
+        for i, data in enumerate((erc20.fn("mint(uint256)").encode(10**30),
+                                  erc20.fn("approve").encode(chain.dep.pool, 2**256 - 1),
+                                  POOL.fn("liquidationCall").encode(coll, debt, victim, 2**256 - 1, False))):
+            chain.call("eth_sendTransaction", [{"from": rival, "to": debt if i < 2 else chain.dep.pool,
+                                                "data": "0x" + data.hex(), "gas": hex(1_500_000), "nonce": hex(i),
+                                                "maxFeePerGas": hex(500 * GWEI), "maxPriorityFeePerGas": hex(100 * GWEI)}])
+        chain.call("evm_mine")  # the rival first (higher tip), the keeper's right behind it
+        await run_cycles(keeper, chain, 3)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    events = liquidations(chain, start + 1)
+    per_user = Counter((e["user"].lower(), e["liquidator"].lower()) for e in events)
+    assert per_user[(victim.lower(), rival.lower())] == 1
+    assert per_user[(victim.lower(), KEEPER.lower())] <= 1  # at most the one send (it may still have paid)
+    reported = [e for e in logs.events() if e.get("account", "").lower() == victim.lower()
+                and e["event"] in ("liquidation_confirmed", "liquidation_failed")]
+    assert len(reported) == 1
+    assert_trustworthy(chain, keeper, logs, allow_reverted=True)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+async def test_a_liquidation_reorged_out_is_tracked_again_and_lands_once(chain, make_keeper, logs, depth):
+    chain.shock("WETH", -12)
+    start = chain.block_number()
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        chain.call("evm_mine")  # all of them in one block
+        outs = await keeper.cycle(await keeper.read_head())
+        landed = {o.opp.key: o.tx_hash for o in outs if o.status == "confirmed"}
+        assert len(landed) >= 3
+        for _ in range(depth - 1):
+            chain.call("evm_mine")
+        chain.call("anvil_reorg", [depth, []])  # the blocks down to theirs are replaced by empty ones
+        assert all(chain.call("eth_getTransactionReceipt", [h]) is None for h in landed.values())
+        await run_cycles(keeper, chain, 3)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    assert len(logs.events("chain_reorg")) >= 1
+    reorged = {e["intent"] for e in logs.events("tx_reorged_out")}
+    assert reorged == set(landed)
+    assert {e["intent"] for e in logs.events("tx_rebroadcast")} == set(landed)
+    # back on chain: each as the very same transaction, once
+    for key, h in landed.items():
+        assert chain.call("eth_getTransactionReceipt", [h])["status"] == "0x1"
+    users = Counter(e["user"].lower() for e in liquidations(chain, start + 1))
+    assert all(n == 1 for n in users.values()) and len(users) == len(landed)
+    assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_mined_but_not_final_send_keeps_its_account_in_flight(chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__CONFIRMATIONS="3", KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.3")
+    outs = await keeper.cycle(await keeper.read_head())
+    landed = {o.opp.key for o in outs if o.status == "confirmed"}
+    assert landed and landed <= keeper.executor.in_flight
+    chain.call("evm_mine")
+    await keeper.cycle(await keeper.read_head())
+    assert landed <= keeper.executor.in_flight  # 2 deep of 3
+    await run_cycles(keeper, chain, 2)
+    assert not (landed & keeper.executor.tx.in_flight_keys())
+    assert_trustworthy(chain, keeper, logs)
+
+
+# -- outages, slow nodes, stopping ------------------------------------------------------------
+async def test_an_rpc_outage_is_logged_retried_and_the_keeper_recovers_by_itself(chain, make_keeper, logs):
+    async with FaultProxy(chain.url) as proxy:
+        keeper = await make_keeper(only=AAVE, KEEPER_RPC_URL=proxy.url, KEEPER_CHAIN__POLL_INTERVAL_S="0.05",
+                                   KEEPER_CHAIN__RPC_TIMEOUT_S="0.5", KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.3")
+        task = asyncio.create_task(keeper.run())
+        await asyncio.sleep(0.3)
+        proxy.down = True
+        chain.shock("WETH", -12)  # the market moves during the outage
+        await asyncio.sleep(20)
+        proxy.down = False
+        for _ in range(400):
+            if logs.events("liquidation_confirmed"):
+                break
+            await asyncio.sleep(0.1)
+        keeper.stop()
+        await asyncio.wait_for(task, 10)
+    errors = logs.events("rpc_error")
+    assert len(errors) >= 3 and all(e["retry_in_s"] <= 30 for e in errors)
+    assert len(logs.events("rpc_recovered")) == 1
+    assert logs.events("liquidation_confirmed"), "the keeper went on after the outage"
+    assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_slow_rpc_never_piles_up_cycles_and_a_stop_is_prompt(chain, make_keeper, logs):
+    chain.shock("WETH", -12)
+    async with FaultProxy(chain.url) as proxy:
+        keeper = await make_keeper(only=AAVE, KEEPER_RPC_URL=proxy.url, KEEPER_CHAIN__POLL_INTERVAL_S="0.05")
+        proxy.delay_s = (2, 5)
+        running = 0
+        most = 0
+        real_cycle = keeper.cycle
+
+        async def counted(head, background=False):
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                return await real_cycle(head, background)
+            finally:
+                running -= 1
+
+        keeper.cycle = counted
+        task = asyncio.create_task(keeper.run())
+        tasks_seen = []
+        for _ in range(12):
+            chain.call("evm_mine")
+            await asyncio.sleep(1)
+            tasks_seen.append(len(asyncio.all_tasks()))
+        sent_at_stop = len(logs.events("liquidation_sent"))
+        signed_at_stop = sum(r["t"] == "signed" for r in journal_records(Path(keeper.executor.tx.journal.path)))
+        t0 = time.monotonic()
+        keeper.stop()
+        await asyncio.wait_for(task, 15)
+        stopped_in = time.monotonic() - t0
+    assert most == 1  # one cycle at a time, however slow the node
+    assert max(tasks_seen) - min(tasks_seen) <= 6  # no pile-up of tasks
+    assert stopped_in < 10
+    # nothing new is signed after the stop
+    assert len(logs.events("liquidation_sent")) == sent_at_stop
+    assert sum(r["t"] == "signed" for r in journal_records(Path(keeper.executor.tx.journal.path))) == signed_at_stop
+    assert_trustworthy(chain, keeper, logs)
