@@ -306,6 +306,7 @@ def test_the_state_kept_in_memory_is_the_state_read_back(tmp_path: Path) -> None
             j.append({"t": "final", "id": iid, "hash": f"0x{i}", "block": 7})
         if i % 5 == 4:
             j.append({"t": "dropped", "id": iid, "reason": "x"})
+    j.close()
     again = Journal(path)
     assert again.states() == j.states()
     assert [s.id for s in again.in_flight()] == [s.id for s in j.in_flight()] == \
@@ -331,6 +332,7 @@ def test_gas_spent_counts_mined_records_at_or_after_a_time(tmp_path: Path) -> No
     j.append(mined("nobody", "0x2", gas_used=10, gas_price=1000, ts=300.0))  # paid even without an intent
     expected = {0: 11110, 100: 11110, 100.5: 11100, 150: 11100, 150.1: 10100, 200: 10100, 300: 10000, 301: 0}
     assert {ts: j.gas_spent_wei_since(ts) for ts in expected} == expected
+    j.close()
     again = Journal(path)
     assert {ts: again.gas_spent_wei_since(ts) for ts in expected} == expected
     assert Journal(tmp_path / "empty.jsonl").gas_spent_wei_since(0) == 0
@@ -377,3 +379,13 @@ def test_a_large_journal_is_parsed_once_and_appends_do_not_read_it_again(tmp_pat
     assert j.gas_spent_wei_since(4990.0) == 10 * 21_000 * 50
     assert j.in_flight()[0].hashes[-1] == "0xr999"
     assert parsed == [] and opened == []
+
+
+def test_a_second_keeper_on_the_same_journal_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    first = Journal(path)
+    with pytest.raises(ConfigError, match="in use by another keeper process") as e:
+        Journal(path)
+    assert "\n" not in str(e.value)
+    first.close()
+    Journal(path).close()  # free again once the first is closed

@@ -97,9 +97,19 @@ def assert_trustworthy(chain, keeper, logs: JsonLogs, *, allow_reverted: bool = 
 
 
 async def run_cycles(keeper, chain, n: int, mine: bool = True) -> list[Any]:
+    """n cycles as the daemon runs them: an RPC failure is retried (the loop backs off and
+    retries; here at once)."""
+    from keeper.errors import TransientError
+
     outs: list[Any] = []
     for _ in range(n):
-        outs += await keeper.cycle(await keeper.read_head())
+        for attempt in range(3):
+            try:
+                outs += await keeper.cycle(await keeper.read_head())
+                break
+            except TransientError:
+                if attempt == 2:
+                    raise
         if mine:
             chain.call("evm_mine")
     return outs
@@ -398,3 +408,133 @@ async def test_a_slow_rpc_never_piles_up_cycles_and_a_stop_is_prompt(chain, make
     assert len(logs.events("liquidation_sent")) == sent_at_stop
     assert sum(r["t"] == "signed" for r in journal_records(Path(keeper.executor.tx.journal.path))) == signed_at_stop
     assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_chain_that_goes_back_resyncs_the_nonce_and_sends_nothing_stale_or_twice(make_keeper, logs, tmp_path):
+    """anvil restarted from its state cache under a running keeper: the liquidations it had
+    landed are gone, and so is the price drop that made them pay."""
+    from keeper.devnet import free_port, shock, start_devnet
+
+    from .conftest import N_BORROWERS, Chain
+
+    port = free_port()
+    node, dep = start_devnet(port=port, n_borrowers=N_BORROWERS, log_path=tmp_path / "anvil-1.log")
+    try:
+        first = Chain(node.url, dep)
+        base_nonce = first.nonce(KEEPER)
+        shock(node.url, dep, "WETH", -12)
+        keeper = await make_keeper(only=AAVE, KEEPER_RPC_URL=node.url, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.3")
+        outs = await keeper.cycle(await keeper.read_head())
+        landed = [o for o in outs if o.status == "confirmed"]
+        assert len(landed) >= 3 and first.nonce(KEEPER) == base_nonce + len(landed)
+    finally:
+        node.stop()
+    node, dep = start_devnet(port=port, n_borrowers=N_BORROWERS, log_path=tmp_path / "anvil-2.log")
+    try:
+        again = Chain(node.url, dep)
+        assert again.nonce(KEEPER) == base_nonce
+        again.call("evm_mine")
+        await run_cycles(keeper, again, 2)
+        assert logs.events("chain_went_back")
+        # the old sends would revert on this chain: none is sent again, none is cancelled
+        assert again.nonce(KEEPER) == base_nonce
+        assert {e["reason"] for e in logs.events("tx_dropped")} == {"would_revert_not_in_pool"}
+        assert not keeper.executor.tx.in_flight() and keeper.executor.tx.nonce == base_nonce
+        # the price drops again on this chain: new sends start at the node's nonce, no gap
+        start = again.block_number()
+        shock(node.url, dep, "WETH", -12)
+        outs = await run_cycles(keeper, again, 2)
+        confirmed = [o for o in outs if o.status == "confirmed"]
+        assert len(confirmed) >= 3
+        assert again.nonce(KEEPER) == base_nonce + len(confirmed)
+        assert not again.call("txpool_content")["queued"]
+        users = Counter(e["user"].lower() for e in liquidations(again, start + 1))
+        assert all(n == 1 for n in users.values())
+        text = logs.text
+        assert "Traceback" not in text and KEEPER_KEY[2:] not in text
+    finally:
+        node.stop()
+
+
+async def test_sigterm_during_a_slow_cycle_stops_at_once_and_sends_nothing_after(chain, tmp_path):
+    import os
+    import signal
+    import sys
+
+    from .conftest import DEVNET_CONFIG, REPO, keeper_env, only_env
+
+    chain.shock("WETH", -12)
+    journal = tmp_path / "journal.jsonl"
+    async with FaultProxy(chain.url) as proxy:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
+        env.update(keeper_env(chain, KEEPER_RPC_URL=proxy.url, KEEPER_KEEPER__JOURNAL=str(journal),
+                              KEEPER_PROTOCOLS__0__ROUTES='["inventory"]', **only_env(AAVE)))
+        p = await asyncio.create_subprocess_exec(sys.executable, "-m", "keeper", "--json-logs", "run", "--config",
+                                                 str(DEVNET_CONFIG), cwd=REPO, env=env,
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        lines: list[str] = []
+        assert p.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(p.stdout.readline(), 60)).decode()
+            assert line, "".join(lines)
+            lines.append(line)
+            if '"keeper_started"' in line:
+                break
+        proxy.delay_s = (2, 5)  # now every call takes 2-5 s: the first cycle is slow
+        await asyncio.sleep(3)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(p.communicate(), 30)
+        took = time.monotonic() - t0
+    out = "".join(lines) + rest.decode()
+    events = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    names = [e["event"] for e in events]
+    assert p.returncode == 0, out[-2000:]
+    assert "stopping" in names
+    after = names[names.index("stopping"):]
+    assert "liquidation_sent" not in after and "tx_replaced" not in after
+    assert took < 15  # not a whole slow cycle of 2-5 s calls
+    assert "Traceback" not in out and KEEPER_KEY[2:] not in out
+    signed = [r for r in journal_records(journal) if r["t"] == "signed"] if journal.exists() else []
+    assert len(signed) == sum(n == "liquidation_sent" for n in names)
+
+
+async def test_in_relay_mode_a_nonce_resync_counts_the_private_transactions_the_node_cannot_see(
+        chain, make_keeper, logs, monkeypatch):
+    from aiohttp import web
+    from eth_account import Account
+
+    from .faultproxy import free_port
+
+    held: list[str] = []
+
+    async def relay(request: web.Request) -> web.Response:  # accepts bundles, keeps them private
+        body = await request.json()
+        held.extend(body["params"][0]["txs"])
+        return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {"bundleHash": "0x" + "00" * 32}})
+
+    app = web.Application()
+    app.router.add_post("/", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        chain.shock("WETH", -12)
+        monkeypatch.setenv("KEEPER_RELAY_AUTH_KEY", Account.create().key.hex())
+        keeper = await make_keeper(only=AAVE, KEEPER_RELAY__URLS=f'["http://127.0.0.1:{port}/"]',
+                                   KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+        base = chain.nonce(KEEPER)
+        await keeper.cycle(await keeper.read_head())
+        sent = keeper.executor.tx.in_flight()
+        assert len(sent) >= 3 and held
+        await keeper.executor.on_chain_change()  # e.g. after a reorg: resync from the node
+        assert keeper.executor.tx.nonce == base + len(sent)  # not the public node's count
+        chain.call("evm_mine")
+        before = len(held)
+        await keeper.cycle(await keeper.read_head())  # nothing new for the same accounts
+        assert len(keeper.executor.tx.in_flight()) == len(sent)
+        assert not [e for e in logs.events("liquidation_sent")[len(sent):]]
+        assert len(held) >= before
+    finally:
+        await runner.cleanup()

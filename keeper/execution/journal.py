@@ -22,6 +22,7 @@ ignored, so an older keeper can read a newer journal.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import time
@@ -156,6 +157,12 @@ class Journal:
             except FileExistsError:  # a file where the directory should be
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
             fh: BinaryIO = open(self.path, "a+b", buffering=0)
+            try:  # one keeper process per journal: two would each think they own the nonces
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                raise ConfigError(f"keeper.journal: {self.path} is in use by another keeper process "
+                                  "(one process per signing key and journal)") from None
             if not existed:
                 for d in {self.path.parent, *(d.parent for d in missing)}:
                     _fsync_dir(d)

@@ -514,6 +514,7 @@ class TxManager:
                                  resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
         pend = sorted((t for t in self.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
         expected = latest  # the next nonce the chain can take
+        lost: list[Tracked] = []
         for t in pend:
             known = [by_hash.get(h) for h in t.hashes if isinstance(by_hash.get(h), dict)]
             answered = all(h in by_hash and not isinstance(by_hash[h], Exception) for h in t.hashes) and \
@@ -530,42 +531,48 @@ class TxManager:
                     self._forget(t, "nonce_gap", node_next_nonce=expected)
                     continue
             expected = max(expected, t.nonce + 1)
-            stuck = head.number - t.sent_block >= self.cfg.replace_after_blocks
-            if self.broadcaster.public_pool and not known and t.rebroadcast_block != head.number and not stuck:
-                await self._rebroadcast(t, head, resimulate)
-            elif stuck:
+            if self.broadcaster.public_pool and not known and t.rebroadcast_block != head.number:
+                lost.append(t)  # the node does not have it
+            elif head.number - t.sent_block >= self.cfg.replace_after_blocks:
                 await self._unstick(t, head, resimulate)
+        if lost:
+            await self._recover_lost(lost, head, resimulate)
+
+    async def _recover_lost(self, lost: list[Tracked], head: Head,
+                            resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
+        """Transactions the node does not hold (a swallowed or failed broadcast, a node
+        restarted or gone back, a reorg): each is re-simulated; still good → the very same
+        signed transaction again; would revert → let go if no later send of ours waits on its
+        nonce, else cancelled on it (the nonce must be filled)."""
+        good: dict[str, bool] = {}
+        for t in lost:
+            t.rebroadcast_block = head.number
+            good[t.id] = t.cancelled or (t.hashes and t.latest_hash in t.raws and await resimulate(t)) or False
+        for t in sorted(lost, key=lambda t: t.nonce, reverse=True):
+            if not good[t.id] and not any(o.nonce > t.nonce for o in self.in_flight() if o is not t):
+                self._forget(t, "would_revert_not_in_pool")
+        for t in lost:
+            if t.id not in self.pending:
+                continue
+            if not good[t.id]:
+                await self._unstick(t, head, resimulate)  # cancel on its nonce
+                continue
+            self.journal.append({"t": "rebroadcast", "id": t.id, "hash": t.latest_hash})
+            self.log.info("tx_rebroadcast", intent=t.key, nonce=t.nonce, tx=t.latest_hash)
+            try:
+                await self._post(t, t.raws[t.latest_hash], t.latest_hash, head)
+            except RpcError as e:
+                kind = rejection_kind(e.rpc_message)
+                if kind == "fee_too_low":
+                    await self._unstick(t, head, resimulate)  # re-priced on the same nonce
+                elif kind != "known":
+                    self.log.warning("rebroadcast_rejected", intent=t.key, nonce=t.nonce, error=e.rpc_message)
 
     def _forget(self, t: Tracked, reason: str, **kw: Any) -> None:
         t.status = "dropped"
         self.journal.append({"t": "dropped", "id": t.id, "reason": reason})
         self.log.warning("tx_dropped", intent=t.key, nonce=t.nonce, reason=reason, hashes=t.hashes, **kw)
         del self.pending[t.id]
-
-    async def _rebroadcast(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
-        """The node does not have it (a swallowed or failed broadcast, a node restart, a
-        reorg): re-check, then send the very same signed transaction again, or cancel."""
-        t.rebroadcast_block = head.number
-        raw = t.raws.get(t.latest_hash) if t.hashes else None
-        if raw is None:
-            await self._unstick(t, head, resimulate)
-            return
-        if not t.cancelled and not await resimulate(t):
-            if any(o.nonce > t.nonce for o in self.in_flight()):
-                await self._unstick(t, head, resimulate)  # later sends wait on this nonce: cancel fills it
-            else:  # the node does not hold it and it would revert now: nothing to cancel
-                self._forget(t, "would_revert_not_in_pool")
-            return
-        self.journal.append({"t": "rebroadcast", "id": t.id, "hash": t.latest_hash})
-        self.log.info("tx_rebroadcast", intent=t.key, nonce=t.nonce, tx=t.latest_hash)
-        try:
-            await self._post(t, raw, t.latest_hash, head)
-        except RpcError as e:
-            kind = rejection_kind(e.rpc_message)
-            if kind == "fee_too_low":
-                await self._unstick(t, head, resimulate)
-            elif kind != "known":
-                self.log.warning("rebroadcast_rejected", intent=t.key, nonce=t.nonce, error=e.rpc_message)
 
     async def _unstick(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
         still_good = (not t.cancelled) and await resimulate(t)
