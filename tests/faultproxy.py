@@ -170,6 +170,7 @@ class FaultProxy:
         return self
 
     async def stop(self) -> None:
+        self._hang.set()  # requests left hanging end now, so the server can shut down
         if self.session is not None:
             await self.session.close()
         if self.runner is not None:

@@ -334,15 +334,23 @@ async def test_a_liquidation_reorged_out_is_tracked_again_and_lands_once(chain, 
 
 async def test_a_mined_but_not_final_send_keeps_its_account_in_flight(chain, make_keeper, logs):
     chain.shock("WETH", -12)
-    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__CONFIRMATIONS="3", KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.3")
-    outs = await keeper.cycle(await keeper.read_head())
-    landed = {o.opp.key for o in outs if o.status == "confirmed"}
-    assert landed and landed <= keeper.executor.in_flight
-    chain.call("evm_mine")
-    await keeper.cycle(await keeper.read_head())
-    assert landed <= keeper.executor.in_flight  # 2 deep of 3
-    await run_cycles(keeper, chain, 2)
-    assert not (landed & keeper.executor.tx.in_flight_keys())
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__CONFIRMATIONS="3", KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        chain.call("evm_mine")  # all in one block
+        outs = await keeper.cycle(await keeper.read_head())
+        landed = {o.opp.key for o in outs if o.status == "confirmed"}
+        assert len(landed) >= 3 and landed <= keeper.executor.in_flight  # 1 deep of 3
+        chain.call("evm_mine")
+        outs = await keeper.cycle(await keeper.read_head())
+        assert landed <= keeper.executor.in_flight  # 2 deep of 3: not sent again
+        assert not [o for o in outs if o.opp.key in landed and o.status != "skipped"]
+        chain.call("evm_mine")
+        await keeper.cycle(await keeper.read_head())
+        assert not (landed & keeper.executor.tx.in_flight_keys())  # 3 deep: final
+    finally:
+        chain.call("evm_setAutomine", [True])
     assert_trustworthy(chain, keeper, logs)
 
 
