@@ -268,7 +268,7 @@ class Keeper:
             return
         ex = self.executor
         tx = getattr(ex, "tx", None)
-        status = getattr(self.rpc, "endpoints_status", None)
+        status = self.rpc.endpoints_status if len(self.rpc.urls) > 1 else None
         self.log.info("heartbeat", block=head.number, lag_s=max(round(time.time() - head.timestamp, 1), 0),
                       cycle_s=round(cycle_s, 3), cycles=self.cycles,
                       tracked={n: len(getattr(a, "accounts", ()) or ()) for n, a in self.adapters.items()},
@@ -287,8 +287,7 @@ class Keeper:
         while not self.stop_event.is_set():
             wait = poll
             try:
-                if hasattr(self.rpc, "check_heads"):
-                    await self._unless_stopped(self.rpc.check_heads())
+                await self._unless_stopped(self.rpc.check_heads())  # endpoints whose head lags are taken out
                 head = await self._unless_stopped(self.read_head())
                 if head is None:
                     break

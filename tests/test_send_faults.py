@@ -546,3 +546,20 @@ async def test_in_relay_mode_a_nonce_resync_counts_the_private_transactions_the_
         assert len(held) >= before
     finally:
         await runner.cleanup()
+
+
+async def test_the_heartbeat_says_head_lag_tracked_accounts_and_cycle_time(chain, make_keeper, logs):
+    keeper = await make_keeper(dry_run=True, KEEPER_KEEPER__HEARTBEAT_BLOCKS="1", KEEPER_CHAIN__POLL_INTERVAL_S="0.05")
+    task = asyncio.create_task(keeper.run())
+    for _ in range(3):
+        await asyncio.sleep(0.3)
+        chain.call("evm_mine")
+    await asyncio.sleep(0.3)
+    keeper.stop()
+    await asyncio.wait_for(task, 10)
+    beats = logs.events("heartbeat")
+    assert len(beats) >= 3
+    b = beats[-1]
+    assert b["block"] == chain.block_number() and b["lag_s"] >= 0 and b["cycle_s"] > 0
+    assert set(b["tracked"]) == set(keeper.adapters) and b["tracked"]["aave-v3-devnet"] == 40
+    assert b["in_flight"] == 0 and b["paused"] is False
