@@ -74,6 +74,8 @@ class Keeper:
         if self.cfg.chain.chain_id is not None and chain_id != self.cfg.chain.chain_id:
             raise ConfigError(f"chain.chain_id: config says {self.cfg.chain.chain_id} but the RPC is on chain {chain_id}")
         await require_code(self.rpc, self.cfg.chain.multicall3, "chain.multicall3")
+        if self.cfg.swap.quoter_v2:
+            await require_code(self.rpc, self.cfg.swap.quoter_v2, "swap.quoter_v2")
         quoter = UniswapV3Quoter(self.mc, self.cfg.swap.quoter_v2, self.cfg.swap.fee_tiers)
         keeper_address = self.executor.address
         for pcfg in self.cfg.protocols:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -153,7 +154,7 @@ def wait_for(cond, timeout: float = 5.0) -> bool:
     return cond()
 
 
-def start_cli(args: list[str], tmp_path, **kw) -> tuple[subprocess.Popen, "Path"]:
+def start_cli(args: list[str], tmp_path, **kw) -> tuple[subprocess.Popen, Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
     err = tmp_path / "stderr.txt"
     p = subprocess.Popen([sys.executable, "-m", "keeper", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,

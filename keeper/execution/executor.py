@@ -11,6 +11,7 @@ manager signs, journals, sends and tracks it; dry-run: log what would be sent.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +28,7 @@ ERC20 = abi.load("ERC20")
 F_ALLOWANCE = ERC20.fn("allowance")
 F_APPROVE = ERC20.fn("approve")
 MAX_UINT = 2**256 - 1
+OUTCOMES_KEPT = 10_000
 
 
 class Executor:
@@ -39,7 +41,7 @@ class Executor:
         self.log = log
         self.address: str | None = cfg.keeper.address
         self.simulator = Simulator(rpc, cfg.chain.multicall3)
-        self.outcomes: list[Outcome] = []
+        self.outcomes: deque[Outcome] = deque(maxlen=OUTCOMES_KEPT)  # recent, for summaries (bounded: runs for months)
         self.stopping = False  # set on shutdown: nothing new is simulated or sent
         self.tasks: set[asyncio.Task[list[Outcome]]] = set()
         self._dispatching: set[str] = set()  # keys handed to a batch that has not finished

@@ -23,11 +23,19 @@ def _kinds() -> dict[str, Any]:
 
 
 def parse_protocol(section) -> Any:
+    from ..config import show
+
     kinds = _kinds()
-    kind = section.get("kind", lambda where, v: v)
-    if kind not in kinds:
-        raise ConfigError(f"{section.path}.kind: unknown protocol kind {kind!r} (known: {', '.join(sorted(kinds))})")
-    cfg = kinds[kind].parse_config(section)
+    known = ", ".join(sorted(kinds))
+
+    def kind_of(where: str, v: Any) -> str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}: must be a string, one of {known}; got {show(v)}")
+        if v not in kinds:
+            raise ConfigError(f"{where}: unknown protocol kind {show(v)} (known: {known})")
+        return v
+
+    cfg = kinds[section.get("kind", kind_of)].parse_config(section)
     section.done()
     return cfg
 

@@ -20,7 +20,7 @@ from typing import Any
 from ... import abi
 from decimal import Decimal
 
-from ...config import Section, address, boolean, decimal, integer, one_of, string, subset_of
+from ...config import Section, address, boolean, decimal, integer, one_of, subset_of
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, boolean, decimal, integer, string, subset_of
+from ...config import Section, address, boolean, decimal, subset_of
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
@@ -107,16 +107,21 @@ class MakerConfig:
 
 
 def _name(where: str, v: Any) -> str:
-    s = string(where, v)
+    from ...config import label, show
+
+    s = label(where, v)
     if len(s.encode()) > 32:
-        raise ConfigError(f"{where}: an ilk name is at most 32 bytes, got {s!r}")
+        raise ConfigError(f"{where}: an ilk name is at most 32 bytes, got {show(s)}")
     return s
 
 
 def parse_config(s: Section) -> MakerConfig:
+    from ...config import block_number, gas_fits, gas_units, label, show
+
     raw_ilks = s.get("ilks", lambda w, v: v)
     if not isinstance(raw_ilks, list) or not raw_ilks:
-        raise ConfigError(f"{s.path}.ilks: must be a non-empty list of {{ name, clipper, gem_join }} tables")
+        raise ConfigError(f"{s.path}.ilks: must be a non-empty list of {{ name, clipper, gem_join }} tables, "
+                          f"got {show(raw_ilks)}")
     ilks = []
     for i, t in enumerate(raw_ilks):
         sec = Section(t, f"{s.path}.ilks[{i}]")
@@ -126,29 +131,32 @@ def parse_config(s: Section) -> MakerConfig:
     names = [i.name for i in ilks]
     if len(set(names)) != len(names):
         raise ConfigError(f"{s.path}.ilks: an ilk is listed twice")
-    margin = s.get("min_margin_pct", decimal(minimum=Decimal(0)), Decimal("2"))
-    return MakerConfig(
+    margin = s.get("min_margin_pct", decimal(minimum=0, maximum=100), Decimal("2"))
+    cfg = MakerConfig(
         kind="maker",
-        name=s.get("name", string),
+        name=s.get("name", label),
         dog=s.get("dog", address),
         ilks=tuple(ilks),
         take_callee=s.get("take_callee", address, None),
         dai_join=s.get("dai_join", address, None),
-        start_block=s.get("start_block", integer(0), 0),
+        start_block=s.get("start_block", block_number, 0),
         min_margin_bps=int(margin * 100),
-        dai_usd_e8=int(s.get("dai_usd", decimal(positive=True), Decimal(1)) * 10**8),
+        dai_usd_e8=int(s.get("dai_usd", decimal(positive=True, maximum=10), Decimal(1)) * 10**8),
         bark=s.get("bark", boolean, True),
         take=s.get("take", boolean, True),
         redo=s.get("redo", boolean, True),
-        gas_bark=s.get("gas_bark", integer(21_000), 350_000),
-        gas_take=s.get("gas_take", integer(21_000), 180_000),
-        gas_flash_take=s.get("gas_flash_take", integer(21_000), 420_000),
-        gas_redo=s.get("gas_redo", integer(21_000), 120_000),
-        gas_limit=s.get("gas_limit", integer(21_000), 1_500_000),
+        gas_bark=s.get("gas_bark", gas_units, 350_000),
+        gas_take=s.get("gas_take", gas_units, 180_000),
+        gas_flash_take=s.get("gas_flash_take", gas_units, 420_000),
+        gas_redo=s.get("gas_redo", gas_units, 120_000),
+        gas_limit=s.get("gas_limit", gas_units, 1_500_000),
         routes=s.get("routes", subset_of("inventory", "flash"), ("inventory", "flash")),
         path=s.path,
         enabled=s.get("enabled", boolean, True),
     )
+    for key in ("gas_bark", "gas_take", "gas_flash_take", "gas_redo"):
+        gas_fits(s.path, getattr(cfg, key), key, cfg.gas_limit, "gas_limit")
+    return cfg
 
 
 # -- state ------------------------------------------------------------------------------

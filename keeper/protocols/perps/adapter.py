@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, boolean, int_list, integer, string
+from ...config import Section, address, boolean, int_list, integer
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
@@ -87,20 +87,23 @@ class PerpsConfig:
 
 
 def parse_config(s: Section) -> PerpsConfig:
-    name = s.get("name", string)
-    return PerpsConfig(
+    from ...config import block_number, gas_fits, gas_units, label
+
+    cfg = PerpsConfig(
         kind="synthetix_perps",
-        name=name,
+        name=s.get("name", label),
         market=s.get("market", address),
-        markets=s.get("markets", int_list(), None),
-        start_block=s.get("start_block", integer(0), 0),
-        gas_estimate=s.get("gas_estimate", integer(21_000), 250_000),
-        gas_limit=s.get("gas_limit", integer(21_000), 3_000_000),
-        max_flagged_per_tx=s.get("max_flagged_per_tx", integer(1), 10),
-        price_step_wad=s.get("price_step_wad", integer(1), pm.FEED_STEP),
+        markets=s.get("markets", int_list(minimum=0, maximum=2**128 - 1), None),  # uint128 ids
+        start_block=s.get("start_block", block_number, 0),
+        gas_estimate=s.get("gas_estimate", gas_units, 250_000),
+        gas_limit=s.get("gas_limit", gas_units, 3_000_000),
+        max_flagged_per_tx=s.get("max_flagged_per_tx", integer(1, 10_000), 10),
+        price_step_wad=s.get("price_step_wad", integer(1, 10**36), pm.FEED_STEP),
         enabled=s.get("enabled", boolean, True),
         where=s.path,
     )
+    gas_fits(s.path, cfg.gas_estimate, "gas_estimate", cfg.gas_limit, "gas_limit")
+    return cfg
 
 
 @dataclass(slots=True)
