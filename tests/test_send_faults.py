@@ -563,3 +563,58 @@ async def test_the_heartbeat_says_head_lag_tracked_accounts_and_cycle_time(chain
     assert b["block"] == chain.block_number() and b["lag_s"] >= 0 and b["cycle_s"] > 0
     assert set(b["tracked"]) == set(keeper.adapters) and b["tracked"]["aave-v3-devnet"] == 40
     assert b["in_flight"] == 0 and b["paused"] is False
+
+
+async def test_a_torn_journal_tail_is_cut_on_restart_and_nothing_in_flight_is_sent_again(chain, make_keeper, logs,
+                                                                                          tmp_path):
+    chain.shock("WETH", -12)
+    journal = tmp_path / "torn.jsonl"
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__JOURNAL=str(journal), KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        sent = {t.key for t in keeper.executor.tx.in_flight()}
+        assert len(sent) >= 3
+        await keeper.close()  # the process dies here ...
+        with open(journal, "ab") as fh:  # ... in the middle of writing a record
+            fh.write(b'{"t":"mined","id":"abc","hash":"0x12')
+        again = await make_keeper(only=AAVE, KEEPER_KEEPER__JOURNAL=str(journal),
+                                  KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+        assert logs.events("journal_repaired")
+        assert {e["intent"] for e in logs.events("in_flight_restored")} == sent
+        outs = await run_cycles(again, chain, 2)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    assert not [o for o in outs if o.opp.key in sent and o.status not in ("skipped",)]
+    assert len(logs.events("liquidation_sent")) == len(sent)
+    restored = [e for e in logs.events("liquidation_confirmed") if e.get("restored")]
+    assert {f"{e['protocol']}:{e['account']}" for e in restored} == sent  # reported after the restart
+    assert all(e["collateral_received"] > 0 for e in restored)
+    assert journal.read_bytes().endswith(b"\n")
+    assert_trustworthy(chain, again, logs)
+
+
+async def test_a_journal_that_cannot_be_written_stops_the_send_before_the_broadcast(chain, make_keeper, logs):
+    from keeper.execution.journal import JournalWriteError
+
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE)
+    journal = keeper.executor.tx.journal
+    real = journal.append
+
+    def full_disk(rec):
+        if rec["t"] == "signed":
+            raise JournalWriteError("keeper.journal: cannot write: No space left on device")
+        return real(rec)
+
+    journal.append = full_disk
+    nonce = chain.nonce(KEEPER)
+    outs = await keeper.cycle(await keeper.read_head())
+    assert outs and {o.reason for o in outs} <= {"journal_unwritable", "paused"}
+    assert chain.nonce(KEEPER) == nonce and not keeper.executor.tx.in_flight()
+    assert keeper.executor.tx.nonce == nonce
+    journal.append = real  # space again: the keeper sends (after the pause, if it paused)
+    keeper.executor.tx.paused = False
+    outs = await keeper.cycle(await keeper.read_head())
+    assert sum(o.status == "confirmed" for o in outs) >= 3
+    assert chain.nonce(KEEPER) == nonce + sum(o.status == "confirmed" for o in outs)

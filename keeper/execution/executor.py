@@ -349,8 +349,18 @@ class LiveExecutor(Executor):
                 if rc.get("status") == "0x1" and not t.cancelled:
                     self._setup_mined.add(t.key)
                 return None
-            self.log.info("restored_tx_mined", intent=t.key, tx=t.mined_hash, block=block, status=rc.get("status"),
-                          cancelled=t.cancelled)
+            # restored from the journal after a restart: reported from the receipt alone
+            protocol, _, account = t.key.partition(":")
+            common = dict(protocol=protocol, account=account, tx=t.mined_hash, block=block, gas_used=gas_used,
+                          gas_cost_eth=gas_used * price / 1e18, restored=True,
+                          expected_profit_usd=t.expected_profit_usd_e8 / 1e8)
+            if t.cancelled:
+                self.log.info("liquidation_cancelled", **common)
+            elif rc.get("status") == "0x1":
+                adapter = self.adapters.get(protocol)
+                self.log.info("liquidation_confirmed", **common, **(adapter.parse_outcome(rc) if adapter else {}))
+            else:
+                self.log.warning("liquidation_failed", reason="reverted", **common)
             return None
         p, sim = entry
         opp = p.opp

@@ -48,7 +48,7 @@ from ..config import KeeperConfig
 from ..errors import BadResponseError, RpcError, TransientError
 from ..rpc import Rpc, parse_int
 from ..types import Head, TxPlan
-from .journal import Journal
+from .journal import Journal, JournalWriteError
 
 BUMP_NUM, BUMP_DEN = 1125, 1000  # +12.5%: the minimum most nodes accept for a replacement
 CANCEL_GAS = 21_000
@@ -318,16 +318,29 @@ class TxManager:
             tr = Tracked(id=uuid.uuid4().hex[:16], key=key, plan=plan, nonce=self.nonce, gas=gas, max_fee=max_fee,
                          prio=prio, sent_block=head.number, expected_profit_usd_e8=expected_profit_usd_e8,
                          profit_cap_wei=profit_cap_wei or 0)
-            self.journal.append({"t": "intent", "id": tr.id, "key": key, "nonce": tr.nonce, "to": plan.to,
-                                 "data": "0x" + plan.data.hex(), "value": plan.value,
-                                 "expected_profit_usd_e8": expected_profit_usd_e8, "profit_cap_wei": tr.profit_cap_wei,
-                                 "block": head.number, "block_hash": head.hash})
+            try:
+                self.journal.append({"t": "intent", "id": tr.id, "key": key, "nonce": tr.nonce, "to": plan.to,
+                                     "data": "0x" + plan.data.hex(), "value": plan.value,
+                                     "expected_profit_usd_e8": expected_profit_usd_e8,
+                                     "profit_cap_wei": tr.profit_cap_wei, "block": head.number, "block_hash": head.hash})
+            except JournalWriteError as e:  # nothing is sent that the journal does not hold
+                self._record_failure("journal write failed")
+                raise SendRefused("journal_unwritable", error=str(e)) from None
             self.pending[tr.id] = tr  # tracked from here on, whatever happens
             self.nonce = tr.nonce + 1
             for attempt in range(3):
                 try:
                     await self._broadcast(tr, plan, gas, max_fee, prio, head, "send")
                     return tr
+                except JournalWriteError as e:
+                    if tr.hashes:  # an earlier version may be out there: keep tracking it
+                        self.log.error("journal_write_failed", intent=key, error=str(e))
+                        return tr
+                    self.pending.pop(tr.id, None)  # never signed into the journal: never broadcast
+                    if self.nonce == tr.nonce + 1:
+                        self.nonce = tr.nonce
+                    self._record_failure("journal write failed")
+                    raise SendRefused("journal_unwritable", error=str(e)) from None
                 except RpcError as e:
                     kind = rejection_kind(e.rpc_message)
                     if kind == "fee_too_low" and attempt < 2:
