@@ -125,7 +125,7 @@ class Keeper:
         return Head(number=parse_int(blk["number"], "block.number"),
                     timestamp=parse_int(blk.get("timestamp", "0x0"), "block.timestamp"),
                     base_fee_wei=parse_int(blk.get("baseFeePerGas", "0x0"), "block.baseFeePerGas"),
-                    hash=str(blk.get("hash", "")), parent_hash=str(blk.get("parentHash", "")))
+                    hash=str(blk.get("hash", "")))
 
     async def native_usd_e8(self) -> int | None:
         feed = self.cfg.chain.native_usd_feed
@@ -239,9 +239,7 @@ class Keeper:
                                   " sends re-checked")
             for n in [n for n in self._hashes if n > head.number]:
                 del self._hashes[n]
-        elif self._hashes.get(head.number - 1, head.parent_hash) != head.parent_hash or \
-                (head.number == prev.number and head.hash != prev.hash) or \
-                canonical_prev not in (prev.hash, ""):
+        elif canonical_prev not in (prev.hash, ""):  # the block we last saw is no longer the chain's
             depth = await self._reorg_depth(head)
             self.log.warning("chain_reorg", block=head.number, depth=depth)
         else:
@@ -269,13 +267,12 @@ class Keeper:
         if not every or head.number % every:
             return
         ex = self.executor
-        tx = getattr(ex, "tx", None)
         status = self.rpc.endpoints_status if len(self.rpc.urls) > 1 else None
         self.log.info("heartbeat", block=head.number, lag_s=max(round(time.time() - head.timestamp, 1), 0),
                       cycle_s=round(cycle_s, 3), cycles=self.cycles,
                       tracked={n: len(getattr(a, "accounts", ()) or ()) for n, a in self.adapters.items()},
                       in_flight=len(ex.in_flight) if ex else 0,
-                      paused=bool(tx and tx.paused),
+                      paused=bool(ex and ex.paused),
                       rpc=[{"url": e.get("url"), "healthy": e.get("healthy")} for e in status()] if status else None)
 
     async def run(self, once: bool = False, max_cycles: int | None = None) -> None:
@@ -347,10 +344,7 @@ class Keeper:
         """Stop between any two steps: nothing new is signed from now on."""
         self.stop_event.set()
         if self.executor is not None:
-            self.executor.stopping = True
-            tx = getattr(self.executor, "tx", None)
-            if tx is not None:
-                tx.stopping = True
+            self.executor.halt()
 
     async def close(self) -> None:
         if self.executor is not None:

@@ -12,7 +12,6 @@ class Head:
     timestamp: int
     base_fee_wei: int
     hash: str
-    parent_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

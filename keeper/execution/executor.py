@@ -82,9 +82,17 @@ class Executor:
     async def _run_batch(self, batch: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         raise NotImplementedError
 
+    @property
+    def paused(self) -> bool:
+        return False
+
+    def halt(self) -> None:
+        """From now on nothing new is simulated, signed or sent (callable from a signal handler)."""
+        self.stopping = True
+
     async def stop(self, grace_s: float = 5.0) -> None:
         """No new sends; let batches in the middle of a broadcast finish (bounded), then cancel."""
-        self.stopping = True
+        self.halt()
         if self.tasks:
             _, late = await asyncio.wait(set(self.tasks), timeout=grace_s)
             for t in late:
@@ -215,9 +223,13 @@ class LiveExecutor(Executor):
     def in_flight(self) -> set[str]:
         return self.tx.in_flight_keys() | self._dispatching
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    @property
+    def paused(self) -> bool:
+        return self.tx.paused
+
+    def halt(self) -> None:
+        super().halt()
         self.tx.stopping = True
-        await super().stop(grace_s)
 
     async def on_chain_change(self) -> None:
         await self.tx.resync_nonce()
@@ -323,9 +335,9 @@ class LiveExecutor(Executor):
 
     async def on_block(self, head: Head) -> list[Outcome]:
         mined = await self.tx.on_block(head, self._resimulate)
-        if hasattr(self.tx.broadcaster, "on_block"):  # re-target private bundles not in yet
-            pending = {h for t in self.tx.pending.values() if t.status == "pending" for h in t.hashes}
-            await self.tx.broadcaster.on_block(head, pending)
+        # re-target private bundles not in yet
+        await self.tx.broadcaster.on_block(head, {h for t in self.tx.pending.values() if t.status == "pending"
+                                                  for h in t.hashes})
         outs = [o for o in (self._finish(t) for t in mined) if o is not None]
         for iid in [i for i in self._sent if i not in self.tx.pending]:  # final or dropped: done with it
             del self._sent[iid]
@@ -339,55 +351,47 @@ class LiveExecutor(Executor):
         return sim.ok
 
     def _finish(self, t: Tracked) -> Outcome | None:
+        """Report a transaction seen mined: one log line, and the Outcome when this run sent it
+        (a transaction restored from the journal after a restart is reported from its receipt)."""
         rc = t.receipt or {}
+        if t.key.startswith("setup:"):
+            if rc.get("status") == "0x1" and not t.cancelled:
+                self._setup_mined.add(t.key)
+            return None
         gas_used = parse_int(rc.get("gasUsed", "0x0"), "gasUsed")
-        price = parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
-        block = parse_int(rc.get("blockNumber", "0x0"), "blockNumber")
+        gas_cost_wei = gas_used * parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
         entry = self._sent.get(t.id)
-        if entry is None:  # a set-up call, or a transaction restored from the journal
-            if t.key.startswith("setup:"):
-                if rc.get("status") == "0x1" and not t.cancelled:
-                    self._setup_mined.add(t.key)
-                return None
-            # restored from the journal after a restart: reported from the receipt alone
-            protocol, _, account = t.key.partition(":")
-            common = dict(protocol=protocol, account=account, tx=t.mined_hash, block=block, gas_used=gas_used,
-                          gas_cost_eth=gas_used * price / 1e18, restored=True,
-                          expected_profit_usd=t.expected_profit_usd_e8 / 1e8)
-            if t.cancelled:
-                self.log.info("liquidation_cancelled", **common)
-            elif rc.get("status") == "0x1":
-                adapter = self.adapters.get(protocol)
-                self.log.info("liquidation_confirmed", **common, **(adapter.parse_outcome(rc) if adapter else {}))
-            else:
-                self.log.warning("liquidation_failed", reason="reverted", **common)
+        protocol, _, account = t.key.partition(":")
+        if entry is not None:
+            protocol, account = entry[0].opp.protocol, entry[0].opp.account
+        expected = entry[0].net_profit_usd_e8 if entry is not None else t.expected_profit_usd_e8
+        fields: dict[str, Any] = dict(protocol=protocol, account=account, tx=t.mined_hash,
+                                      block=parse_int(rc.get("blockNumber", "0x0"), "blockNumber"), gas_used=gas_used,
+                                      gas_cost_eth=gas_cost_wei / 1e18, expected_profit_usd=expected / 1e8)
+        if entry is None:
+            fields["restored"] = True
+        realized: dict[str, Any] = {}
+        if t.cancelled:
+            status, reason = "cancelled", "would_revert"
+            self.log.info("liquidation_cancelled", **fields)
+        elif rc.get("status") == "0x1":
+            status, reason = "confirmed", ""
+            adapter = self.adapters.get(protocol)
+            realized = adapter.parse_outcome(rc) if adapter else {}
+            self.log.info("liquidation_confirmed", replacements=len(t.hashes) - 1, **fields, **realized)
+        else:
+            status, reason = "failed", "reverted"
+            self.log.warning("liquidation_failed", reason=reason, **fields)
+        if entry is None:
             return None
         p, sim = entry
-        opp = p.opp
-        if t.cancelled:
-            self.log.info("liquidation_cancelled", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
-                          block=block, gas_used=gas_used, gas_cost_eth=gas_used * price / 1e18)
-            out = Outcome(opp=opp, status="cancelled", reason="would_revert", tx_hash=t.mined_hash, gas_used=gas_used,
-                          gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8)
-        elif rc.get("status") == "0x1":
-            adapter = self.adapters.get(opp.protocol)
-            realized = adapter.parse_outcome(rc) if adapter else {}
-            self.log.info("liquidation_confirmed", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
-                          block=block, gas_used=gas_used, gas_cost_eth=gas_used * price / 1e18,
-                          expected_profit_usd=p.net_profit_usd_e8 / 1e8, replacements=len(t.hashes) - 1, **realized)
-            out = Outcome(opp=opp, status="confirmed", tx_hash=t.mined_hash, gas_used=gas_used,
-                          gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized,
-                          simulated=dict(sim.deltas or {}))
-        else:
-            self.log.warning("liquidation_failed", protocol=opp.protocol, account=opp.account, tx=t.mined_hash,
-                             block=block, reason="reverted", gas_used=gas_used)
-            out = Outcome(opp=opp, status="failed", reason="reverted", tx_hash=t.mined_hash, gas_used=gas_used,
-                          gas_cost_wei=gas_used * price, expected_profit_usd_e8=p.net_profit_usd_e8)
+        out = Outcome(opp=p.opp, status=status, reason=reason, tx_hash=t.mined_hash, gas_used=gas_used,
+                      gas_cost_wei=gas_cost_wei, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized,
+                      simulated=dict(sim.deltas or {}) if status == "confirmed" else {})
         self.outcomes.append(out)
         return out
 
     async def close(self) -> None:
         await self.stop()
-        if hasattr(self.tx.broadcaster, "close"):
-            await self.tx.broadcaster.close()
+        await self.tx.broadcaster.close()
         self.tx.close()

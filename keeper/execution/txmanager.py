@@ -62,6 +62,11 @@ class Broadcaster(Protocol):
 
     async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None: ...
 
+    async def on_block(self, head: Head, pending_hashes: set[str]) -> None:
+        """Per block, with the hashes still pending: re-send what needs it. Never raises."""
+
+    async def close(self) -> None: ...
+
 
 class PublicMempool:
     name = "public"
@@ -81,6 +86,12 @@ class PublicMempool:
             if rejection_kind(e.rpc_message) == "known":
                 return
             raise
+
+    async def on_block(self, head: Head, pending_hashes: set[str]) -> None:
+        return None  # lost transactions are rebroadcast by the transaction manager
+
+    async def close(self) -> None:
+        return None
 
 
 def rejection_kind(message: str) -> str:
@@ -116,7 +127,6 @@ class Tracked:
     receipt: dict[str, Any] | None = None
     mined_hash: str | None = None
     mined_block: int | None = None
-    restored: bool = False
     uncertain: bool = False  # the last broadcast failed in a way that says nothing (maybe sent)
     rebroadcast_block: int = -1
 
@@ -169,30 +179,34 @@ class TxManager:
         latest, pending = parse_int(res[0], "nonce"), parse_int(res[1], "nonce")
         self._set_nonce(latest, pending)
 
-    def _set_nonce(self, latest: int, pending: int | None) -> None:
+    def _set_nonce(self, latest: int, pending: int) -> None:
         ours = [t.nonce + 1 for t in self.pending.values() if t.in_flight]
-        new = max([latest] + ([pending] if pending is not None and self.broadcaster.public_pool else []) + ours)
+        new = max([latest] + ([pending] if self.broadcaster.public_pool else []) + ours)
         if self.nonce is not None and new != self.nonce:
             self.log.info("nonce_resynced", old=self.nonce, new=new, node_latest=latest, node_pending=pending)
         self.nonce = new
 
     async def restore(self) -> None:
-        """Rebuild in-flight transactions from the journal and reconcile them with the node."""
+        """Rebuild in-flight transactions from the journal (one request to check them all);
+        per-block tracking reconciles them with the node from the next block on."""
         states = self.journal.in_flight()
         if not states:
             return
-        for s in states:
-            if s.block_hash:
-                blk = await self.rpc.call("eth_getBlockByNumber", [hex(s.block), False])
-                if not isinstance(blk, dict) or blk.get("hash") != s.block_hash:
-                    # the chain this was sent on is gone (a devnet restarted, a deep reorg)
-                    self.journal.append({"t": "dropped", "id": s.id, "reason": "chain_reset"})
-                    self.log.warning("in_flight_dropped", intent=s.key, nonce=s.nonce, reason="chain_reset")
-                    continue
+        reqs = [("eth_getBlockByNumber", [hex(s.block), False]) for s in states]
+        reqs += [("eth_getTransactionByHash", [h]) for s in states for h in s.hashes]
+        res = await self.rpc.batch(reqs, return_errors=True)
+        blocks, by_hash = res[:len(states)], iter(res[len(states):])
+        for s, blk in zip(states, blocks):
+            known = any(isinstance(next(by_hash), dict) for _ in s.hashes)
+            if s.block_hash and (not isinstance(blk, dict) or blk.get("hash") != s.block_hash):
+                # the chain this was sent on is gone (a devnet restarted, a deep reorg)
+                self.journal.append({"t": "dropped", "id": s.id, "reason": "chain_reset"})
+                self.log.warning("in_flight_dropped", intent=s.key, nonce=s.nonce, reason="chain_reset")
+                continue
             plan = TxPlan(to=s.to, data=bytes.fromhex(s.data[2:]), value=s.value, gas_limit=0)
             tr = Tracked(id=s.id, key=s.key, plan=plan, nonce=s.nonce, gas=0, max_fee=0, prio=0, sent_block=s.block,
                          expected_profit_usd_e8=s.expected_profit_usd_e8, profit_cap_wei=s.profit_cap_wei,
-                         hashes=list(s.hashes), status=s.status, restored=True, mined_hash=s.mined_hash,
+                         hashes=list(s.hashes), status=s.status, mined_hash=s.mined_hash,
                          mined_block=s.mined_block)
             tr.raws = {h: bytes.fromhex(r[2:]) for h, r in s.raws.items() if r}
             if s.hashes:
@@ -200,16 +214,9 @@ class TxManager:
                 if s.kinds.get(s.hashes[-1]) == "cancel":
                     tr.cancelled = True
                     tr.plan = TxPlan(to=self.address, data=b"", gas_limit=CANCEL_GAS, description="cancel")
-            known = await self._known(tr.hashes)
             self.pending[s.id] = tr
             self.log.warning("in_flight_restored", intent=s.key, nonce=s.nonce, hashes=s.hashes, status=s.status,
                              known_to_node=known)
-
-    async def _known(self, hashes: list[str]) -> bool:
-        if not hashes:
-            return False
-        res = await self.rpc.batch([("eth_getTransactionByHash", [h]) for h in hashes], return_errors=True)
-        return any(isinstance(r, dict) for r in res)
 
     def in_flight_keys(self) -> set[str]:
         """Keys with a send pending or mined but not yet final: never sent again meanwhile."""
@@ -351,7 +358,7 @@ class TxManager:
                             self.log.info("send_repriced", intent=key, nonce=tr.nonce, base_fee_gwei=base / 1e9,
                                           max_fee_gwei=max_fee / 1e9, error=e.rpc_message)
                             continue
-                        self._drop(tr, "fee_cap")
+                        self._forget(tr, "fee_cap")
                         raise SendRefused("fee_cap", base_fee_gwei=base / 1e9, max_fee_gwei=max_fee / 1e9) from None
                     if kind in ("nonce_used", "replacement_underpriced") and attempt < 2:
                         # something else holds this nonce; the refused transaction can never be mined
@@ -362,19 +369,11 @@ class TxManager:
                         self.journal.append({"t": "renonce", "id": tr.id, "nonce": tr.nonce})
                         self.log.warning("nonce_resynced", old=old, new=tr.nonce, error=e.rpc_message, intent=key)
                         continue
-                    self._drop(tr, f"rejected: {e.rpc_message[:120]}")
+                    self._forget(tr, f"rejected: {e.rpc_message[:120]}")
                     if kind != "fee_too_low":
                         self._record_failure(e.rpc_message[:120])
                     raise
             raise AssertionError("unreachable")
-
-    def _drop(self, tr: Tracked, reason: str) -> None:
-        """The node refused the intent's only transaction: forget it and free its nonce."""
-        tr.status = "dropped"
-        self.journal.append({"t": "dropped", "id": tr.id, "reason": reason})
-        self.pending.pop(tr.id, None)
-        if self.nonce == tr.nonce + 1:
-            self.nonce = tr.nonce
 
     async def _broadcast(self, tr: Tracked, plan: TxPlan, gas: int, max_fee: int, prio: int, head: Head,
                          kind: str) -> str:
@@ -582,10 +581,14 @@ class TxManager:
                     self.log.warning("rebroadcast_rejected", intent=t.key, nonce=t.nonce, error=e.rpc_message)
 
     def _forget(self, t: Tracked, reason: str, **kw: Any) -> None:
+        """Stop tracking an intent none of whose transactions can be mined; free its nonce if
+        it was the last one handed out."""
         t.status = "dropped"
         self.journal.append({"t": "dropped", "id": t.id, "reason": reason})
         self.log.warning("tx_dropped", intent=t.key, nonce=t.nonce, reason=reason, hashes=t.hashes, **kw)
-        del self.pending[t.id]
+        self.pending.pop(t.id, None)
+        if self.nonce == t.nonce + 1:
+            self.nonce = t.nonce
 
     async def _unstick(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
         still_good = (not t.cancelled) and await resimulate(t)

@@ -383,8 +383,7 @@ class Adapter(BaseAdapter):
                 bitmap = int.from_bytes(data, "big")
                 used = [r for r in bad if (bitmap >> (2 * r.id)) & 3]
             if used:
-                out[u] = ("price_unavailable", {"asset": ",".join(r.symbol for r in used),
-                                                "problem": ",".join(r.price_problem or "" for r in used)})
+                out[u] = ("price_unavailable", _unpriced(used))
             else:  # e.g. an eMode price source that is not a reserve
                 out[u] = ("account_data_failed", {"call": "getUserAccountData"})
         return out
@@ -401,7 +400,7 @@ class Adapter(BaseAdapter):
         if not liquidatable:
             self.last_opportunities = []
             return []
-        bad_prices = {r.asset: r for r in self.reserves if r.price_problem or r.price <= 0}
+        bad_prices = {r.asset: r for r in self.reserves if r.price_problem}
         stale = {r.asset for r in self.reserves
                  if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
         positions = await self._positions(liquidatable, head.number)
@@ -428,9 +427,7 @@ class Adapter(BaseAdapter):
                     continue
                 unpriced = [bad_prices[a] for a in dict.fromkeys((c.asset, d.asset)) if a in bad_prices]
                 if unpriced:
-                    self.last_skips.append(Skip(user, "price_unavailable", {
-                        **where, "asset": ",".join(r.symbol for r in unpriced),
-                        "problem": ",".join(r.price_problem or "zero" for r in unpriced)}))
+                    self.last_skips.append(Skip(user, "price_unavailable", {**where, **_unpriced(unpriced)}))
                     continue
                 if {c.asset, d.asset} & stale:
                     self.last_skips.append(Skip(user, "stale_price", where))
@@ -690,6 +687,11 @@ class Adapter(BaseAdapter):
                          "summary": f"collateral ${coll:,.0f} debt ${debt:,.0f}", "opportunity": best.get(a)})
         rows.sort(key=lambda r: r["health_factor"])
         return rows
+
+
+def _unpriced(reserves: list[Reserve]) -> dict[str, str]:
+    """The skip detail naming the assets whose price is unavailable and why."""
+    return {"asset": ",".join(r.symbol for r in reserves), "problem": ",".join(r.price_problem or "" for r in reserves)}
 
 
 def _draft(user: str, c: Reserve, d: Reserve, requested: int, liq: am.Liquidation, hf: int,
