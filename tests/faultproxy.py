@@ -6,7 +6,7 @@
         proxy.down = True          # every request: connection dropped (an outage)
         proxy.delay_s = (2, 5)     # every request waits a random 2-5 s (a slow RPC)
 
-Faults (per JSON-RPC method; a batch containing the method gets the fault):
+Faults (per JSON-RPC method, "*" for all; a batch containing the method gets the fault):
   timeout_after_forward  forward to the node, then never answer (the client times out)
   swallow                answer a plausible result (the tx hash for a send) without forwarding
   html502                HTTP 502 with an HTML body
@@ -28,22 +28,19 @@ import asyncio
 import json
 import logging
 import random
-import socket
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from eth_utils import keccak
 
+from keeper.devnet.anvil import free_port
+from keeper.execution.relay import recover_signer
+
 
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # "down" drops connections on purpose
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -87,7 +84,7 @@ class FaultProxy:
 
     def _rule_for(self, methods: list[str]) -> Rule | None:
         for r in self.rules:
-            if r.method in methods and (r.times is None or r.fired < r.times):
+            if (r.method == "*" or r.method in methods) and (r.times is None or r.fired < r.times):
                 r.fired += 1
                 return r
         return None
@@ -181,3 +178,86 @@ class FaultProxy:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
+
+
+@asynccontextmanager
+async def served(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                 port: int | None = None) -> AsyncIterator[str]:
+    """A one-handler HTTP server on loopback for the duration of the block; yields its URL."""
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+class LocalRelay:
+    """A Flashbots-style relay double on a fixed local port. Modes: ok (checks
+    X-Flashbots-Signature against the one auth address it trusts and forwards each bundle
+    transaction to the devnet), hanging (never answers while the test runs), error (a JSON-RPC
+    error that echoes the request URL), garbage (HTTP 500, HTML). Not started = down."""
+
+    def __init__(self, upstream: str, trusted: str, mode: str = "ok", path: str = "/"):
+        self.upstream, self.trusted, self.mode, self.path = upstream, trusted.lower(), mode, path
+        self.port = free_port()
+        self.requests = 0
+        self.answered = 0
+        self.rejected = 0
+        self.accepted: list[dict] = []
+        self.release = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    @property
+    def redacted(self) -> str:
+        return f"http://127.0.0.1:{self.port}" + ("/***" if self.path not in ("", "/") else "")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        body = await request.text()
+        if self.mode == "hanging":
+            await self.release.wait()  # only set when the test is over
+            return web.Response(status=504)
+        self.answered += 1
+        if self.mode == "error":
+            return web.json_response({"jsonrpc": "2.0", "id": 1,
+                                      "error": {"code": -32000, "message": f"bundle refused at {request.url}"}})
+        if self.mode == "garbage":
+            return web.Response(status=500, text="<html><body>Internal Server Error</body></html>",
+                                content_type="text/html")
+        signer = recover_signer(request.headers.get("X-Flashbots-Signature", ""), body)
+        if signer is None or signer.lower() != self.trusted:
+            self.rejected += 1
+            return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "bad signature"}},
+                                     status=403)
+        req = json.loads(body)
+        bundle = req["params"][0]
+        self.accepted.append(bundle)
+        async with aiohttp.ClientSession() as s:
+            for raw in bundle["txs"]:
+                payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw]}
+                async with s.post(self.upstream, json=payload) as r:
+                    await r.read()
+        return web.json_response({"jsonrpc": "2.0", "id": req["id"], "result": {"bundleHash": "0x" + "00" * 32}})
+
+    async def start(self) -> "LocalRelay":
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        self.release.set()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None

@@ -9,89 +9,22 @@ import asyncio
 import json
 import time
 
-import aiohttp
 import pytest
 import structlog
-from aiohttp import web
 from eth_account import Account
 from eth_utils import keccak
 from structlog.testing import capture_logs
 
 from keeper.errors import RpcError, TransientError
-from keeper.execution.relay import RelayBroadcaster, recover_signer
+from keeper.execution.relay import RelayBroadcaster
 from keeper.rpc import Rpc
 from keeper.types import Head
 
-from .test_rpc_faults import free_port
+from .faultproxy import LocalRelay as FakeRelay
 
 AAVE = "aave-v3-devnet"
 TOKEN = "secret-token-abc"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-class FakeRelay:
-    """A relay double on a fixed local port. Modes: ok (checks X-Flashbots-Signature and
-    forwards each bundle transaction to the devnet), hanging (never answers while the test
-    runs), error (a JSON-RPC error that echoes the request URL), garbage (HTTP 500, HTML).
-    Not started = down (nothing listens on the port)."""
-
-    def __init__(self, upstream: str, trusted: str, mode: str = "ok", path: str = "/"):
-        self.upstream, self.trusted, self.mode, self.path = upstream, trusted.lower(), mode, path
-        self.port = free_port()
-        self.requests = 0
-        self.answered = 0
-        self.accepted: list[dict] = []
-        self.release = asyncio.Event()
-        self.runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
-
-    @property
-    def redacted(self) -> str:
-        return f"http://127.0.0.1:{self.port}" + ("/***" if self.path not in ("", "/") else "")
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests += 1
-        body = await request.text()
-        if self.mode == "hanging":
-            await self.release.wait()  # only set when the test is over
-            return web.Response(status=504)
-        self.answered += 1
-        if self.mode == "error":
-            return web.json_response({"jsonrpc": "2.0", "id": 1,
-                                      "error": {"code": -32000, "message": f"bundle refused at {request.url}"}})
-        if self.mode == "garbage":
-            return web.Response(status=500, text="<html><body>Internal Server Error</body></html>",
-                                content_type="text/html")
-        signer = recover_signer(request.headers.get("X-Flashbots-Signature", ""), body)
-        if signer is None or signer.lower() != self.trusted:
-            return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "bad signature"}},
-                                     status=403)
-        req = json.loads(body)
-        bundle = req["params"][0]
-        self.accepted.append(bundle)
-        async with aiohttp.ClientSession() as s:
-            for raw in bundle["txs"]:
-                payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw]}
-                async with s.post(self.upstream, json=payload) as r:
-                    await r.read()
-        return web.json_response({"jsonrpc": "2.0", "id": req["id"], "result": {"bundleHash": "0x" + "00" * 32}})
-
-    async def start(self) -> "FakeRelay":
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def stop(self) -> None:
-        self.release.set()
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
 
 
 class FakePublic:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from typing import Any, Callable
 
 import pytest
@@ -21,17 +20,11 @@ from keeper.errors import BadResponseError, ConfigError, RpcError, TransientErro
 from keeper.rpc import Rpc
 
 from .conftest import DEVNET_CONFIG, KEEPER, KEEPER_KEY, only_env
-from .faultproxy import FaultProxy
+from .faultproxy import FaultProxy, free_port, served
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 FAST = dict(timeout_s=2.0, probe_interval_s=0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dead_url(path: str = "/") -> str:
@@ -169,14 +162,8 @@ async def test_a_hanging_endpoint_times_out_and_the_request_is_answered_by_the_n
         await release.wait()
         return web.Response(text="late")
 
-    app = web.Application()
-    app.router.add_post("/", hang)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    async with FaultProxy(chain.url) as b:
-        rpc = Rpc([f"http://127.0.0.1:{port}/", b.url], timeout_s=0.3, probe_interval_s=60)
+    async with served(hang) as hanging, FaultProxy(chain.url) as b:
+        rpc = Rpc([hanging, b.url], timeout_s=0.3, probe_interval_s=60)
         try:
             assert await rpc.block_number() == chain.block_number()
             st = rpc.endpoints_status()
@@ -187,7 +174,6 @@ async def test_a_hanging_endpoint_times_out_and_the_request_is_answered_by_the_n
         finally:
             release.set()
             await rpc.close()
-            await runner.cleanup()
 
 
 async def test_a_node_error_is_not_an_endpoint_failure(chain):

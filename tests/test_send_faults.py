@@ -512,7 +512,7 @@ async def test_in_relay_mode_a_nonce_resync_counts_the_private_transactions_the_
     from aiohttp import web
     from eth_account import Account
 
-    from .faultproxy import free_port
+    from .faultproxy import served
 
     held: list[str] = []
 
@@ -521,16 +521,10 @@ async def test_in_relay_mode_a_nonce_resync_counts_the_private_transactions_the_
         held.extend(body["params"][0]["txs"])
         return web.json_response({"jsonrpc": "2.0", "id": body["id"], "result": {"bundleHash": "0x" + "00" * 32}})
 
-    app = web.Application()
-    app.router.add_post("/", relay)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with served(relay) as relay_url:
         chain.shock("WETH", -12)
         monkeypatch.setenv("KEEPER_RELAY_AUTH_KEY", Account.create().key.hex())
-        keeper = await make_keeper(only=AAVE, KEEPER_RELAY__URLS=f'["http://127.0.0.1:{port}/"]',
+        keeper = await make_keeper(only=AAVE, KEEPER_RELAY__URLS=f'["{relay_url}"]',
                                    KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
         base = chain.nonce(KEEPER)
         await keeper.cycle(await keeper.read_head())
@@ -544,8 +538,6 @@ async def test_in_relay_mode_a_nonce_resync_counts_the_private_transactions_the_
         assert len(keeper.executor.tx.in_flight()) == len(sent)
         assert not [e for e in logs.events("liquidation_sent")[len(sent):]]
         assert len(held) >= before
-    finally:
-        await runner.cleanup()
 
 
 async def test_the_heartbeat_says_head_lag_tracked_accounts_and_cycle_time(chain, make_keeper, logs):

@@ -11,18 +11,18 @@ import sys
 import time
 
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from keeper import abi, log as logmod
 from keeper.config import load_config, load_signer
 from keeper.execution.journal import Journal
-from keeper.execution.relay import flashbots_signature, recover_signer
+from keeper.execution.relay import flashbots_signature
 from keeper.execution.txmanager import SendRefused, TxManager
 from keeper.rpc import Rpc
 from keeper.types import TxPlan
 
 from .conftest import DEVNET_CONFIG, KEEPER, KEEPER_KEY, REPO, keeper_env, only_env
+from .faultproxy import LocalRelay
 
 AAVE = "aave-v3-devnet"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -230,53 +230,12 @@ async def test_sending_pauses_after_consecutive_failures_and_says_so(chain, tmp_
     tm.close()
 
 
-class LocalRelay:
-    """A Flashbots-style relay for the tests: checks X-Flashbots-Signature against the one
-    auth address it trusts, then forwards each bundle transaction to the devnet."""
-
-    def __init__(self, upstream: str, trusted: str):
-        self.upstream, self.trusted = upstream, trusted.lower()
-        self.accepted: list[dict] = []
-        self.rejected = 0
-        self.runner = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.text()
-        signer = recover_signer(request.headers.get("X-Flashbots-Signature", ""), body)
-        if signer is None or signer.lower() != self.trusted:
-            self.rejected += 1
-            return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "bad signature"}},
-                                     status=403)
-        req = json.loads(body)
-        bundle = req["params"][0]
-        self.accepted.append(bundle)
-        import aiohttp
-
-        async with aiohttp.ClientSession() as s:
-            for raw in bundle["txs"]:
-                payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw]}
-                async with s.post(self.upstream, json=payload) as r:
-                    await r.read()
-        return web.json_response({"jsonrpc": "2.0", "id": req["id"], "result": {"bundleHash": "0x" + "00" * 32}})
-
-    async def start(self) -> str:
-        from .test_rpc_faults import free_port
-
-        app = web.Application()
-        app.router.add_post("/", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        port = free_port()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-        return f"http://127.0.0.1:{port}/"
-
-
 async def test_private_relay_accepts_only_signed_bundles_and_the_liquidation_lands(chain, make_keeper, monkeypatch):
     from eth_account import Account
 
     auth = Account.create()
-    relay = LocalRelay(chain.url, auth.address)
-    url = await relay.start()
+    relay = await LocalRelay(chain.url, auth.address).start()
+    url = relay.url
     try:
         # a bundle signed by someone else is refused
         import aiohttp
@@ -298,7 +257,7 @@ async def test_private_relay_accepts_only_signed_bundles_and_the_liquidation_lan
             raw = chain.call("eth_getRawTransactionByHash", [o.tx_hash])
             assert raw in sent
     finally:
-        await relay.runner.cleanup()
+        await relay.stop()
 
 
 @pytest.mark.asyncio(loop_scope="session")
