@@ -31,41 +31,52 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import sys
 import time
 from typing import Any, Callable, Iterable, Sequence
 
 import aiohttp
 
 from .errors import BadResponseError, ConfigError, RpcError, TransientError
+from .nesting import parse_bounded
 from .redact import redact_url, scrub
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators=) builds an encoder per call
+encode_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators=) builds an encoder per call
 _INF = float("inf")
 _KNOWN_TX = ("already known", "already imported", "known transaction")
 
 
-# json's C parser recurses once per nesting level, bounded only by the recursion limit, and
-# py_ecc (imported with eth-account) raises that limit to 100,000: a body of 100,000 "[" then
-# overflows the C stack (a segfault, seen in this module's tests). Bodies long enough to nest
-# deeper than _NEST_LIMIT are parsed with the limit lowered to it: a RecursionError instead.
-_NEST_LIMIT = 4000
-_getlimit, _setlimit = sys.getrecursionlimit, sys.setrecursionlimit
+def is_known_tx(message: str) -> bool:
+    """A node's refusal of a signed transaction that says it already has it: as good as accepted."""
+    m = message.lower()
+    return any(k in m for k in _KNOWN_TX)
 
 
-def _loads(raw: bytes) -> Any:
-    if len(raw) > _NEST_LIMIT and _getlimit() > _NEST_LIMIT:
-        old = _getlimit()
-        _setlimit(_NEST_LIMIT)
-        try:
-            return json.loads(raw)
-        finally:
-            _setlimit(old)
-    return json.loads(raw)
+def rejection_kind(message: str) -> str:
+    """What a node's refusal of a signed transaction means for the keeper: known (as good as
+    accepted), nonce_used, replacement_underpriced, fee_too_low (re-price), or rejected."""
+    if is_known_tx(message):
+        return "known"
+    m = message.lower()
+    if "nonce too low" in m or "nonce is too low" in m or "old nonce" in m or "nonce has already been used" in m:
+        return "nonce_used"
+    if "replacement" in m and ("underpriced" in m or "fee too low" in m):
+        return "replacement_underpriced"
+    if "base fee" in m or "basefee" in m or "fee cap" in m or "underpriced" in m or "feecap" in m:
+        return "fee_too_low"
+    return "rejected"
 
 
-def _hex(n: int) -> str:
-    return hex(n)
+_NEST_LIMIT = 4000  # a 100,000-deep body crashed the process (a segfault) before this guard: see nesting.py
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """json.loads for answers from the network (nodes, relays): too deep a nesting raises
+    RecursionError instead of overflowing the C stack."""
+    return parse_bounded(json.loads, raw, _NEST_LIMIT)
+
+
+def _request(rid: int, method: str, params: list[Any]) -> str:
+    return encode_json({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
 
 
 def _snip(value: Any, n: int = 120) -> str:
@@ -164,14 +175,16 @@ class Rpc:
             return
         ep.healthy = False
         self._n_down += 1
-        now = time.monotonic()
-        ep.down_since = now
-        ep.next_probe = now + self.probe_interval_s
-        if ep.next_probe < self._next_probe_at:
-            self._next_probe_at = ep.next_probe
+        ep.down_since = time.monotonic()
+        self._schedule_probe(ep, ep.down_since)
         if not self._single:
             self._logger().warning("rpc_endpoint_down", url=ep.redacted, reason=reason,
                                    healthy_left=len(self._eps) - self._n_down)
+
+    def _schedule_probe(self, ep: Endpoint, now: float) -> None:
+        ep.next_probe = now + self.probe_interval_s
+        if ep.next_probe < self._next_probe_at:
+            self._next_probe_at = ep.next_probe
 
     def _mark_up(self, ep: Endpoint) -> None:
         if ep.healthy:
@@ -201,7 +214,7 @@ class Rpc:
         except OSError as e:
             raise TransientError(f"cannot reach RPC {ep.redacted}: {scrub(str(e))}") from e
         try:
-            reply = _loads(raw)
+            reply = parse_json(raw)
         except (ValueError, RecursionError):  # includes UnicodeDecodeError (non-UTF-8 bytes)
             snippet = scrub(raw[:120].decode("utf-8", "replace"))
             raise BadResponseError(f"RPC {ep.redacted} answered HTTP {status} with non-JSON: {snippet!r}") from None
@@ -283,7 +296,7 @@ class Rpc:
     async def _probe(self, ep: Endpoint) -> None:
         try:
             rid = next(self._ids)
-            body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_blockNumber", "params": []})
+            body = _request(rid, "eth_blockNumber", [])
             try:
                 head: int | None = _check_quantity(await self._exchange(ep, body), "eth_blockNumber", rid)
             except RpcError:
@@ -299,32 +312,12 @@ class Rpc:
         finally:
             ep.probe = None
             if not ep.healthy:
-                ep.next_probe = time.monotonic() + self.probe_interval_s
-                if ep.next_probe < self._next_probe_at:
-                    self._next_probe_at = ep.next_probe
-
-    # -- answers -----------------------------------------------------------------------
-    @staticmethod
-    def _result(method: str, reply: Any) -> Any:
-        if type(reply) is not dict or reply.get("jsonrpc") != "2.0":
-            raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
-        err = reply.get("error")
-        if err is not None:
-            if type(err) is not dict:
-                raise BadResponseError(f"{method}: malformed error object: {_snip(err)}")
-            code, message = err.get("code"), err.get("message")
-            if type(code) is not int or type(message) is not str:
-                raise BadResponseError(f"{method}: malformed error object: {_snip(err)}")
-            raise RpcError(method, code, message, _revert_data(err.get("data")))
-        if "result" not in reply:
-            raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
-        return reply["result"]
+                self._schedule_probe(ep, time.monotonic())
 
     # -- requests ----------------------------------------------------------------------
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
         rid = next(self._ids)
-        body = _encode({"jsonrpc": "2.0", "id": rid, "method": method, "params": params or []})
-        return await self._send(body, _check_call, method, rid)
+        return await self._send(_request(rid, method, params or []), _check_call, method, rid)
 
     async def batch(self, requests: Iterable[tuple[str, list[Any]]], return_errors: bool = False) -> list[Any]:
         """Send many requests as one JSON array; answers come back in request order.
@@ -335,10 +328,9 @@ class Rpc:
         if not reqs:
             return []
         first = next(self._ids)
+        self._ids = itertools.count(first + len(reqs))  # ids first .. first + len - 1 are this batch's
         payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(reqs)]
-        for _ in range(len(reqs) - 1):
-            next(self._ids)
-        return await self._send(_encode(payload), _check_batch, reqs, (first, return_errors))
+        return await self._send(encode_json(payload), _check_batch, reqs, (first, return_errors))
 
     async def check_heads(self) -> int | None:
         """eth_blockNumber on every healthy endpoint at once; an endpoint more than
@@ -352,7 +344,7 @@ class Rpc:
             self._probe_due(time.monotonic())
         targets = [ep for ep in self._eps if ep.healthy] or list(self._eps)
         rid = next(self._ids)
-        body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_blockNumber", "params": []})
+        body = _request(rid, "eth_blockNumber", [])
         heads = await asyncio.gather(*(self._head_of(ep, body, rid) for ep in targets))
         best = max((h for h in heads if h is not None), default=None)
         if best is None:
@@ -380,7 +372,7 @@ class Rpc:
         if self._single:
             return await self.chain_id()
         rid = next(self._ids)
-        body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_chainId", "params": []})
+        body = _request(rid, "eth_chainId", [])
         answers = await asyncio.gather(*(self._chain_id_of(ep, body, rid) for ep in self._eps))
         ids = [(ep, a) for ep, a in zip(self._eps, answers) if type(a) is int]
         if not ids:
@@ -410,14 +402,9 @@ class Rpc:
         finish in the background. Every endpoint answered a JSON-RPC error: the first one (in
         endpoint order) is raised; none reachable: TransientError."""
         rid = next(self._ids)
-        body = _encode({"jsonrpc": "2.0", "id": rid, "method": "eth_sendRawTransaction", "params": [raw_hex]})
+        body = _request(rid, "eth_sendRawTransaction", [raw_hex])
         if self._single:
-            try:
-                return await self._via(self._eps[0], body, _check_hash, "eth_sendRawTransaction", rid)
-            except RpcError as e:
-                if _is_known_tx(e):
-                    return _tx_hash(raw_hex)
-                raise
+            return await self._via(self._eps[0], body, _check_sent, raw_hex, rid)
         if self._n_down:
             self._probe_due(time.monotonic())
         healthy = [ep for ep in self._eps if ep.healthy]
@@ -438,8 +425,7 @@ class Rpc:
 
     async def _broadcast(self, targets: list[Endpoint], body: str, rid: int, raw_hex: str,
                          rpc_errors: dict[int, RpcError], transport: list[TransientError]) -> str | None:
-        tasks = {asyncio.ensure_future(self._via(ep, body, _check_hash, "eth_sendRawTransaction", rid)): ep.index
-                 for ep in targets}
+        tasks = {asyncio.ensure_future(self._via(ep, body, _check_sent, raw_hex, rid)): ep.index for ep in targets}
         pending: set[asyncio.Future[Any]] = set(tasks)
         try:
             while pending:
@@ -449,10 +435,8 @@ class Rpc:
                     try:
                         res = t.result()
                     except RpcError as e:
-                        if not _is_known_tx(e):
-                            rpc_errors[tasks[t]] = e
-                            continue
-                        res = _tx_hash(raw_hex)
+                        rpc_errors[tasks[t]] = e
+                        continue
                     except TransientError as e:
                         transport.append(e)
                         continue
@@ -476,14 +460,14 @@ class Rpc:
         if sender:
             tx["from"] = sender
         if value:
-            tx["value"] = _hex(value)
+            tx["value"] = hex(value)
         res = await self.call("eth_call", [tx, _block_tag(block)])
         return parse_bytes(res, "eth_call")
 
     async def get_block(self, tag: int | str = "latest") -> dict[str, Any]:
         blk = await self.call("eth_getBlockByNumber", [_block_tag(tag), False])
         if not isinstance(blk, dict) or "number" not in blk:
-            raise BadResponseError(f"eth_getBlockByNumber({tag}): malformed block: {str(blk)[:120]!r}")
+            raise BadResponseError(f"eth_getBlockByNumber({tag}): malformed block: {_snip(blk)}")
         return blk
 
 
@@ -494,7 +478,24 @@ def _check_call(reply: Any, method: str, rid: int) -> Any:
     got = reply.get("id")
     if got != rid and not (got is None and reply.get("error") is not None):  # errors before parsing have id null
         raise BadResponseError(f"{method}: answer for id {_snip(got, 40)}, expected {rid}")
-    return Rpc._result(method, reply)
+    return _result(method, reply)
+
+
+def _result(method: str, reply: dict[str, Any]) -> Any:
+    """The result of one JSON-RPC answer object (already known to be a dict)."""
+    if reply.get("jsonrpc") != "2.0":
+        raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
+    err = reply.get("error")
+    if err is not None:
+        if type(err) is not dict:
+            raise BadResponseError(f"{method}: malformed error object: {_snip(err)}")
+        code, message = err.get("code"), err.get("message")
+        if type(code) is not int or type(message) is not str:
+            raise BadResponseError(f"{method}: malformed error object: {_snip(err)}")
+        raise RpcError(method, code, message, _revert_data(err.get("data")))
+    if "result" not in reply:
+        raise BadResponseError(f"{method}: malformed JSON-RPC answer: {_snip(reply)}")
+    return reply["result"]
 
 
 def _check_quantity(reply: Any, method: str, rid: int) -> int:
@@ -506,6 +507,16 @@ def _check_hash(reply: Any, method: str, rid: int) -> str:
     if type(res) is not str or not res.startswith("0x"):
         raise BadResponseError(f"{method}: expected a transaction hash, got {_snip(res, 80)}")
     return res
+
+
+def _check_sent(reply: Any, raw_hex: str, rid: int) -> str:
+    """eth_sendRawTransaction's answer; "already known" counts as accepted (its hash)."""
+    try:
+        return _check_hash(reply, "eth_sendRawTransaction", rid)
+    except RpcError as e:
+        if is_known_tx(e.rpc_message):
+            return _tx_hash(raw_hex)
+        raise
 
 
 def _check_batch(replies: Any, reqs: list[tuple[str, list[Any]]], ctx: tuple[int, bool]) -> list[Any]:
@@ -530,7 +541,7 @@ def _check_batch(replies: Any, reqs: list[tuple[str, list[Any]]], ctx: tuple[int
         if r is None:
             raise BadResponseError(f"batch: answer for {m} missing")
         try:
-            out.append(Rpc._result(m, r))
+            out.append(_result(m, r))
         except RpcError as e:
             if not return_errors:
                 raise
@@ -548,11 +559,6 @@ def _revert_data(data: Any) -> str | None:
             return None
         data = data["data"] if "data" in data else data.get("originalError")
     return None
-
-
-def _is_known_tx(e: RpcError) -> bool:
-    msg = e.rpc_message.lower()
-    return any(k in msg for k in _KNOWN_TX)
 
 
 def _tx_hash(raw_hex: str) -> str:
@@ -576,7 +582,7 @@ def _block_tag(block: int | str) -> str:
 
 def parse_int(value: Any, what: str) -> int:
     if not isinstance(value, str) or not value.startswith("0x"):
-        raise BadResponseError(f"{what}: expected a hex quantity, got {str(value)[:80]!r}")
+        raise BadResponseError(f"{what}: expected a hex quantity, got {_snip(value, 80)}")
     try:
         return int(value, 16)
     except ValueError:
@@ -585,7 +591,7 @@ def parse_int(value: Any, what: str) -> int:
 
 def parse_bytes(value: Any, what: str) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
-        raise BadResponseError(f"{what}: expected hex data, got {str(value)[:80]!r}")
+        raise BadResponseError(f"{what}: expected hex data, got {_snip(value, 80)}")
     try:
         return bytes.fromhex(value[2:])
     except ValueError:

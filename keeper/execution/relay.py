@@ -25,9 +25,8 @@ signed by a separate auth key that holds no funds (never logged).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import aiohttp
@@ -36,13 +35,12 @@ from eth_utils import keccak
 
 from ..errors import RpcError, TransientError
 from ..redact import redact_url, scrub
-from ..rpc import Rpc
+from ..rpc import Rpc, encode_json, parse_json, rejection_kind
 from ..types import Head
 
 FAIL_THRESHOLD = 3  # consecutive failed rounds before a relay is skipped
 BACKOFF_INITIAL_S = 2.0
 BACKOFF_MAX_S = 60.0
-_FINE_PUBLIC = ("already known", "already imported", "nonce too low", "known transaction")
 
 
 def flashbots_signature(auth_signer: Any, body: str) -> str:
@@ -93,6 +91,8 @@ class _Rejected(Exception):
 class _Relay:
     url: str  # never logged
     label: str  # redacted, unique
+    stats: dict[str, Any] = field(default_factory=lambda: {"accepted": 0, "errors": 0, "timeouts": 0,
+                                                           "last_error": ""})
     consecutive_failures: int = 0
     backoff_s: float = 0.0
     skip_until: float = 0.0
@@ -122,19 +122,20 @@ class RelayBroadcaster:
         self._nonce_of: dict[str, tuple[str, int]] = {}  # tx hash -> (sender, nonce)
         self._background: set[asyncio.Task] = set()
         self._relays: list[_Relay] = []
-        self.stats: dict[str, dict[str, Any]] = {}
+        self.stats: dict[str, dict[str, Any]] = {}  # label -> the relay's own stats dict
         for u in self.urls:
             label = redact_url(u)
             if label in self.stats:  # two URLs on one host: keep them apart without showing the path
                 label = f"{label}#{sum(1 for r in self._relays if r.label.startswith(label)) + 1}"
-            self._relays.append(_Relay(url=u, label=label))
-            self.stats[label] = {"accepted": 0, "errors": 0, "timeouts": 0, "last_error": ""}
+            relay = _Relay(url=u, label=label)
+            self._relays.append(relay)
+            self.stats[label] = relay.stats
 
     # -- health -------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """Per relay (URL redacted): counts, last error, consecutive failed rounds, backoff left."""
         now = self._clock()
-        return [{"relay": r.label, **self.stats[r.label], "consecutive_failures": r.consecutive_failures,
+        return [{"relay": r.label, **r.stats, "consecutive_failures": r.consecutive_failures,
                  "backed_off_s": round(max(0.0, r.skip_until - now), 3)} for r in self._relays]
 
     def _pick(self) -> list[_Relay]:
@@ -147,8 +148,6 @@ class RelayBroadcaster:
 
     def _health(self, relay: _Relay, results: list[tuple[int, str, str]]) -> None:
         """After a round: results are (block, kind, detail) of this relay's posts."""
-        if not results:
-            return
         if any(kind == "ok" for _, kind, _ in results):
             if relay.consecutive_failures:
                 self.log.info("relay_recovered", relay=relay.label, after_failed_rounds=relay.consecutive_failures)
@@ -183,26 +182,23 @@ class RelayBroadcaster:
             text = await resp.text(errors="replace")
             status = resp.status
         try:
-            reply = json.loads(text)
-        except ValueError:
+            reply = parse_json(text)
+        except (ValueError, RecursionError):
             raise _Rejected(f"HTTP {status}, not JSON: {text[:80]!r}") from None
         if not isinstance(reply, dict):
             raise _Rejected(f"HTTP {status}, malformed answer: {text[:80]!r}")
         err = reply.get("error")
         if err is not None:
-            msg = err.get("message", "") if isinstance(err, dict) else err
-            code = err.get("code", "?") if isinstance(err, dict) else "?"
+            code, msg = (err.get("code", "?"), err.get("message", "")) if isinstance(err, dict) else ("?", err)
             raise _Rejected(f"HTTP {status}, error {code}: {str(msg)[:120]}")
         if status >= 400 or "result" not in reply:
             raise _Rejected(f"HTTP {status}, malformed answer: {text[:80]!r}")
         return reply["result"]
 
     async def _attempt(self, relay: _Relay, block: int, body: str, headers: dict[str, str]) -> tuple[int, str, str]:
-        st = self.stats[relay.label]
+        st = relay.stats
         try:
             await asyncio.wait_for(self._post(relay.url, body, headers), self.timeout_s)
-        except asyncio.CancelledError:
-            raise
         except TimeoutError:  # asyncio.TimeoutError and aiohttp's timeouts are TimeoutError on 3.11
             st["timeouts"] += 1
             st["last_error"] = f"no answer within {self.timeout_s:g} s"
@@ -222,9 +218,8 @@ class RelayBroadcaster:
 
     # -- a round: every bundle to every relay at once --------------------------------------
     def _body(self, txs: list[bytes], block: int) -> tuple[str, dict[str, str]]:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_sendBundle",
-                           "params": [{"txs": ["0x" + t.hex() for t in txs], "blockNumber": hex(block)}]},
-                          separators=(",", ":"))
+        body = encode_json({"jsonrpc": "2.0", "id": 1, "method": "eth_sendBundle",
+                            "params": [{"txs": ["0x" + t.hex() for t in txs], "blockNumber": hex(block)}]})
         return body, {"content-type": "application/json",
                       "X-Flashbots-Signature": flashbots_signature(self._auth, body)}
 
@@ -313,14 +308,6 @@ class RelayBroadcaster:
         self.submissions.pop(tx_hash, None)
         self._nonce_of.pop(tx_hash, None)
 
-    async def send_bundle(self, txs: list[bytes], block: int) -> int:
-        """One bundle for one block to every relay at once; the number of relays that accepted it."""
-        key = "0x" + keccak(b"".join(txs)).hex()
-        n = (await self._round([(key, txs, block)]))[key]
-        if not n:
-            raise TransientError(f"no relay accepted the bundle for block {block}")
-        return n
-
     async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None:
         """Record, then post to every relay for each of the next target_blocks blocks at once.
         Raises TransientError when no relay accepted; the submission is kept all the same and
@@ -329,19 +316,21 @@ class RelayBroadcaster:
         self._record(tx_hash, raw, last)
         acc = (await self._round([(tx_hash, [raw], b) for b in range(first, last + 1)]))[tx_hash]
         if not acc:
-            if tx_hash in self.submissions:
-                self.submissions[tx_hash] = (raw, head.number)  # due again on the next block
-            self.log.warning("bundle_not_accepted", tx=tx_hash, blocks=f"{first}-{last}", relays=len(self._relays))
+            self._not_accepted(tx_hash, raw, head, f"{first}-{last}")
             raise TransientError(f"no relay accepted the bundle for blocks {first}-{last} "
                                  f"(kept; sent again on the next block)")
         self.log.info("bundle_sent", tx=tx_hash, blocks=f"{first}-{last}", relays=len(self._relays), accepted=acc)
+
+    def _not_accepted(self, tx_hash: str, raw: bytes, head: Head, blocks: str) -> None:
+        """No relay accepted it: due again on the next block (unless superseded meanwhile)."""
+        if tx_hash in self.submissions:
+            self.submissions[tx_hash] = (raw, head.number)
+        self.log.warning("bundle_not_accepted", tx=tx_hash, blocks=blocks, relays=len(self._relays))
 
     async def on_block(self, head: Head, pending_hashes: set[str]) -> None:
         """Re-target bundles whose blocks have passed without inclusion (or go public). Never raises."""
         try:
             await self._on_block(head, pending_hashes)
-        except asyncio.CancelledError:
-            raise
         except Exception as e:  # noqa: BLE001 - the keeper's loop must go on
             self.log.error("relay_on_block_error", error=_short(f"{e.__class__.__name__}: {e}"))
 
@@ -362,20 +351,13 @@ class RelayBroadcaster:
             if acc[h]:
                 self.log.info("bundle_retargeted", tx=h, blocks=f"{first}-{last}", accepted=acc[h])
             else:
-                if h in self.submissions:
-                    self.submissions[h] = (raw, head.number)
-                self.log.warning("bundle_not_accepted", tx=h, blocks=f"{first}-{last}", relays=len(self._relays))
+                self._not_accepted(h, raw, head, f"{first}-{last}")
 
     async def _go_public(self, h: str, raw: bytes) -> None:
-        raw_hex = "0x" + raw.hex()
-        send = getattr(self.public, "send_raw_transaction", None)
         try:
-            coro = send(raw_hex) if callable(send) else self.public.call("eth_sendRawTransaction", [raw_hex])
-            await asyncio.wait_for(coro, self.timeout_s)
-        except asyncio.CancelledError:
-            raise
+            await asyncio.wait_for(self.public.send_raw_transaction("0x" + raw.hex()), self.timeout_s)
         except RpcError as e:
-            if any(s in e.rpc_message.lower() for s in _FINE_PUBLIC):
+            if rejection_kind(e.rpc_message) in ("known", "nonce_used"):  # the node has it, or its nonce is used
                 self.log.info("bundle_fallback_public", tx=h, note=_short(e.rpc_message))
             else:  # refused for good (underpriced, insufficient funds...): the tx manager decides
                 self.log.warning("bundle_fallback_failed", tx=h, error=_short(e.rpc_message))

@@ -46,7 +46,7 @@ from eth_utils import keccak
 
 from ..config import KeeperConfig
 from ..errors import BadResponseError, RpcError, TransientError
-from ..rpc import Rpc, parse_int
+from ..rpc import Rpc, parse_int, rejection_kind
 from ..types import Head, TxPlan
 from .journal import Journal, JournalWriteError
 
@@ -76,36 +76,13 @@ class PublicMempool:
         self.rpc = rpc
 
     async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None:
-        send = getattr(self.rpc, "send_raw_transaction", None)
-        try:
-            if send is not None:
-                await send("0x" + raw.hex())
-            else:
-                await self.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
-        except RpcError as e:
-            if rejection_kind(e.rpc_message) == "known":
-                return
-            raise
+        await self.rpc.send_raw_transaction("0x" + raw.hex())  # "already known" counts as accepted
 
     async def on_block(self, head: Head, pending_hashes: set[str]) -> None:
         return None  # lost transactions are rebroadcast by the transaction manager
 
     async def close(self) -> None:
         return None
-
-
-def rejection_kind(message: str) -> str:
-    """What a node's refusal of a signed transaction means for the keeper."""
-    m = message.lower()
-    if "already known" in m or "already imported" in m or "known transaction" in m:
-        return "known"  # the node has it: as good as accepted
-    if "nonce too low" in m or "nonce is too low" in m or "old nonce" in m or "nonce has already been used" in m:
-        return "nonce_used"
-    if "replacement" in m and ("underpriced" in m or "fee too low" in m):
-        return "replacement_underpriced"
-    if "base fee" in m or "basefee" in m or "fee cap" in m or "underpriced" in m or "feecap" in m:
-        return "fee_too_low"
-    return "rejected"
 
 
 @dataclass
