@@ -184,7 +184,7 @@ class Keeper:
             return []
         gas_price = head.base_fee_wei + self.cfg.keeper.priority_fee_wei
         ranked = strategy.rank(opps, gas_price, native)
-        inventory = self._inventory()
+        inventory = self.inventory()
         chosen, skipped = strategy.select(ranked, self.cfg.keeper.min_profit_usd_e8, self.executor.in_flight, inventory)
         for p in ranked:
             detail = p.opp.detail.log_fields() if hasattr(p.opp.detail, "log_fields") else {}
@@ -198,7 +198,7 @@ class Keeper:
         self.cycles += 1
         return tracked + outs
 
-    def _inventory(self) -> dict[str, int] | None:
+    def inventory(self) -> dict[str, int] | None:
         """The keeper's token balances as the adapters read them (None: nobody knows them,
         e.g. dry-run without keeper.address: then inventory does not limit the selection)."""
         known = [a.inventory for a in self.adapters.values() if getattr(a, "inventory", None) is not None]

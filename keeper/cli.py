@@ -69,7 +69,7 @@ def _pct(text: str) -> Decimal:
     return v
 
 
-def _int_in(lo: int, hi: int, what: str):
+def _int_in(lo: int, hi: int):
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -79,7 +79,6 @@ def _int_in(lo: int, hi: int, what: str):
             raise argparse.ArgumentTypeError(f"must be between {lo} and {hi} (got {v})")
         return v
 
-    parse.__name__ = what
     return parse
 
 
@@ -116,16 +115,16 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--config", required=True)
 
     d = sub.add_parser("demo", help="devnet up, seed, price shock, liquidate live, summary, shut down")
-    d.add_argument("--borrowers", type=_int_in(1, MAX_BORROWERS, "--borrowers"), default=40)
+    d.add_argument("--borrowers", type=_int_in(1, MAX_BORROWERS), default=40)
     d.add_argument("--asset", type=_asset, default="WETH", help=f"one of {', '.join(DEVNET_ASSETS)}")
     d.add_argument("--pct", type=_pct, default=Decimal("-12"), help="price move in percent, above -100")
-    d.add_argument("--port", type=_int_in(0, 65535, "--port"), default=0, help="anvil's port (0: a free one)")
+    d.add_argument("--port", type=_int_in(0, 65535), default=0, help="anvil's port (0: a free one)")
 
     dv = sub.add_parser("devnet", help="the local chain with real Aave V3 and Uniswap V3")
     dsub = dv.add_subparsers(dest="devnet_cmd", required=True, metavar="command", help="up, down, shock or status")
     up = dsub.add_parser("up", help="start the devnet (Ctrl-C or SIGTERM stops it)")
-    up.add_argument("--port", type=_int_in(0, 65535, "--port"), default=8545)
-    up.add_argument("--borrowers", type=_int_in(1, MAX_BORROWERS, "--borrowers"), default=40)
+    up.add_argument("--port", type=_int_in(0, 65535), default=8545)
+    up.add_argument("--borrowers", type=_int_in(1, MAX_BORROWERS), default=40)
     up.add_argument("--detach", action="store_true", help="run in the background; stop with 'keeper devnet down'")
     dsub.add_parser("down", help="stop a detached devnet")
     sh = dsub.add_parser("shock", help="move an oracle price by a percentage")
@@ -234,15 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _install_stop_handlers()
     try:
         return _dispatch(args)
-    except ConfigError as e:
+    except KeeperError as e:  # exit 2: config mistake, 3: RPC trouble, 1: anything else
         _err(_safe(str(e)))
-        return 2
-    except (TransientError, RpcError) as e:
-        _err(_safe(str(e)))
-        return 3
-    except KeeperError as e:
-        _err(_safe(str(e)))
-        return 1
+        return 2 if isinstance(e, ConfigError) else 3 if isinstance(e, (TransientError, RpcError)) else 1
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_SIGPIPE
@@ -320,7 +313,7 @@ async def _scan(args: argparse.Namespace) -> int:
             rows.extend(a.positions())
         rows.sort(key=lambda r: r["health_factor"])
         ranked = strategy.rank(opps, head.base_fee_wei + cfg.keeper.priority_fee_wei, native or 0)
-        best = route_choice(ranked, cfg.keeper.min_profit_usd_e8, keeper._inventory())
+        best = route_choice(ranked, cfg.keeper.min_profit_usd_e8, keeper.inventory())
         out = []
         for r in rows[: args.limit] if args.limit > 0 else rows:
             r = dict(r)
@@ -343,9 +336,11 @@ async def _scan(args: argparse.Namespace) -> int:
             print(f"{'protocol':<16} {'account':<42} {'health':>8}  {'position':<40} {'route':<9} best opportunity")
             for r in out:
                 b = r["best_opportunity"]
-                net = b["net_profit_usd"] if b else None
-                best_txt = f"{b['action']} net {'$' + format(net, ',.2f') if net is not None else '?'}" if b else "-"
-                route = (b.get("route") or "-") if b else "-"
+                route = best_txt = "-"
+                if b:
+                    net = b["net_profit_usd"]
+                    best_txt = f"{b['action']} net {'?' if net is None else f'${net:,.2f}'}"
+                    route = b.get("route") or "-"
                 print(f"{r['protocol']:<16} {str(r['account']):<42} {r['health_factor']:>8.4f}  {r['summary']:<40} "
                       f"{route:<9} {best_txt}")
     finally:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,6 +30,7 @@ from typing import Any, Callable, Mapping, NoReturn
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .nesting import parse_bounded
 from .redact import hide_key_hex, safe_value, register_secret
 
 USD_E8 = 10**8  # USD amounts are integers with 8 decimals, like Aave's base currency
@@ -200,22 +200,23 @@ def url(where: str, v: Any) -> str:
     return v
 
 
-def _list(where: str, v: Any, what: str) -> list:
+def non_empty_list(where: str, v: Any, what: str) -> list:
     if not isinstance(v, list) or not v:
         fail(where, f"must be a non-empty list of {what}, got {show(v)}")
     return v
 
 
 def _no_repeats(where: str, items: list) -> None:
-    seen: list = []
+    """(items are validated first: strings or integers)"""
+    seen: set = set()
     for x in items:
         if x in seen:
             fail(where, f"lists {show(x)} twice")
-        seen.append(x)
+        seen.add(x)
 
 
 def url_list(where: str, v: Any) -> tuple[str, ...]:
-    out = tuple(url(f"{where}[{i}]", u) for i, u in enumerate(_list(where, v, "http(s):// URLs")))
+    out = tuple(url(f"{where}[{i}]", u) for i, u in enumerate(non_empty_list(where, v, "http(s):// URLs")))
     _no_repeats(where, list(out))
     return out
 
@@ -234,14 +235,19 @@ def address(where: str, v: Any) -> str:
     return checksummed
 
 
+def _within(where: str, n: int | Decimal, v: Any, minimum: Any, maximum: Any) -> None:
+    """The bounds check of integer() and decimal(): `n` is the number, `v` as the user wrote it."""
+    if minimum is not None and n < minimum:
+        fail(where, f"must be ≥ {minimum}, got {show(v)}")
+    if maximum is not None and n > maximum:
+        fail(where, f"must be ≤ {maximum}, got {show(v)}")
+
+
 def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str, Any], int]:
     def parse(where: str, v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
             fail(where, f"must be an integer, got {show(v)}")
-        if minimum is not None and v < minimum:
-            fail(where, f"must be ≥ {minimum}, got {show(v)}")
-        if maximum is not None and v > maximum:
-            fail(where, f"must be ≤ {maximum}, got {show(v)}")
+        _within(where, v, v, minimum, maximum)
         return v
 
     return parse
@@ -259,10 +265,7 @@ def decimal(minimum: Decimal | int | None = None, positive: bool = False,
             fail(where, f"must be a finite number, got {show(v)}")
         if positive and d <= 0:
             fail(where, f"must be > 0, got {show(v)}")
-        if minimum is not None and d < minimum:
-            fail(where, f"must be ≥ {minimum}, got {show(v)}")
-        if maximum is not None and d > maximum:
-            fail(where, f"must be ≤ {maximum}, got {show(v)}")
+        _within(where, d, v, minimum, maximum)
         return d
 
     return parse
@@ -279,7 +282,7 @@ def subset_of(*choices: str) -> Callable[[str, Any], tuple[str, ...]]:
     what = " and/or ".join(repr(c) for c in choices)
 
     def parse(where: str, v: Any) -> tuple[str, ...]:
-        for x in _list(where, v, what):
+        for x in non_empty_list(where, v, what):
             if not isinstance(x, str) or x not in choices:
                 fail(where, f"must be a non-empty list of {what}, got {show(x)} in it")
         _no_repeats(where, v)
@@ -308,7 +311,7 @@ def int_list(allowed: set[int] | None = None, minimum: int | None = None,
     item = integer(minimum, maximum)
 
     def parse(where: str, v: Any) -> tuple[int, ...]:
-        for x in _list(where, v, "integers"):
+        for x in non_empty_list(where, v, "integers"):
             if isinstance(x, bool) or not isinstance(x, int):
                 fail(where, f"must be a non-empty list of integers, got {show(x)} in it")
             item(where, x)
@@ -410,21 +413,18 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-# tomllib recurses once per nesting level, bounded only by the recursion limit, which py_ecc
-# (imported with eth-account) raises to 100,000; a value nested that deep would later overflow
-# the C stack in repr(). Long texts are parsed with the limit lowered: a RecursionError instead.
+# tomllib recurses up to ~4 frames per character of nesting; a value nested deeper than the
+# recursion limit py_ecc sets would also overflow the C stack later, in repr(). Long texts are
+# parsed with the limit lowered to _NEST_LIMIT: a RecursionError instead (keeper/nesting.py).
 _NEST_LIMIT = 2000
 
 
 def _toml(text: str) -> dict[str, Any]:
-    old = sys.getrecursionlimit()
-    if len(text) < _NEST_LIMIT // 4 or old <= _NEST_LIMIT:
-        return tomllib.loads(text, parse_float=Decimal)
-    sys.setrecursionlimit(_NEST_LIMIT)
-    try:
-        return tomllib.loads(text, parse_float=Decimal)
-    finally:
-        sys.setrecursionlimit(old)
+    return parse_bounded(_toml_loads, text, _NEST_LIMIT, frames_per_char=4)
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    return tomllib.loads(text, parse_float=Decimal)
 
 
 SECTIONS = ("chain", "keeper", "swap", "relay", "protocols")
@@ -587,9 +587,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError("keeper.password_file: required when keeper.keystore is set")
     if password_file and not keystore:
         raise ConfigError("keeper.password_file: only used with keeper.keystore, which is not set")
-    gwei = decimal(minimum=0, maximum=1_000_000)
     max_fee = kp.get("max_fee_gwei", decimal(positive=True, maximum=1_000_000), Decimal("100"))
-    prio = kp.get("priority_fee_gwei", gwei, Decimal("1"))
+    prio = kp.get("priority_fee_gwei", decimal(minimum=0, maximum=1_000_000), Decimal("1"))
     if prio > max_fee:
         raise ConfigError(f"keeper.priority_fee_gwei: {show(prio)} is above keeper.max_fee_gwei {show(max_fee)}")
     eth_budget = decimal(positive=True, maximum=1_000_000)

@@ -22,6 +22,7 @@ from .errors import ConfigError, KeeperError
 class DevnetStopped(KeeperError):
     """The foreground devnet's anvil went away without being asked to."""
 
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_FILE = REPO / ".devnet" / "devnet.json"
 
@@ -43,23 +44,6 @@ def _read_run() -> dict[str, Any] | None:
     return info
 
 
-def _start_detachable(port: int, n_borrowers: int, log_path: Path) -> tuple[Any, Any]:
-    """keeper.devnet.start_devnet, with an anvil that is not tied to this process's life."""
-    from .devnet.anvil import Anvil
-    from .devnet.deploy import DEPLOYMENT_JSON, Deployment
-    from .devnet.state import ensure_state, state_paths
-
-    state = ensure_state(n_borrowers)
-    dep = Deployment.load(state_paths(n_borrowers)[1])
-    node = Anvil(port=port, state_load=state, log_path=log_path, die_with_parent=False)
-    node.start()
-    try:
-        dep.save(DEPLOYMENT_JSON)
-    except OSError:
-        pass
-    return node, dep
-
-
 def up(args: Any) -> int:
     from .devnet import start_devnet
 
@@ -67,10 +51,8 @@ def up(args: Any) -> int:
         raise ConfigError(f"a devnet is already running ({RUN_FILE}); stop it with 'keeper devnet down'")
     t0 = time.monotonic()
     log_path = REPO / ".devnet" / f"anvil-{args.port}.log"
-    if args.detach:
-        node, dep = _start_detachable(args.port, args.borrowers, log_path)
-    else:
-        node, dep = start_devnet(port=args.port, n_borrowers=args.borrowers, log_path=log_path)
+    node, dep = start_devnet(port=args.port, n_borrowers=args.borrowers, log_path=log_path,
+                             die_with_parent=not args.detach)  # a detached anvil outlives this command
     stop = {"flag": False}
 
     def _handler(signum, frame):

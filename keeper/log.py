@@ -44,10 +44,12 @@ def _clean(value: Any) -> Any:
         return redact.scrub(value)
     if isinstance(value, dict):
         return {k: ("***" if _secret_name(k) else _clean(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_clean(v) for v in value] if isinstance(value, (set, frozenset)) else type(value)(_clean(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clean(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return [_clean(v) for v in value]
     if isinstance(value, BaseException):
-        return redact.scrub_any(value)
+        return redact.scrub(f"{value.__class__.__name__}: {value}")
     if isinstance(value, (bytes, bytearray)):
         return value
     # anything else is rendered with str()/repr() by the renderer: check what it would show
@@ -61,12 +63,7 @@ def _clean(value: Any) -> Any:
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     """Last line of defence: no secret and no URL with its API key reaches a log line."""
-    for k, v in event.items():
-        if _secret_name(k):
-            event[k] = "***"
-        elif not isinstance(v, _PLAIN):
-            event[k] = _clean(v)
-    return event
+    return _clean(event)
 
 
 class _LateStream:

@@ -84,16 +84,3 @@ def scrub(text: str) -> str:
     if "://" in text:
         text = _URL.sub(lambda m: redact_url(m.group(0)), text)
     return text
-
-
-def scrub_any(value: Any) -> Any:
-    """scrub() applied to every string inside value (dicts, lists, tuples, exceptions)."""
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {k: scrub_any(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(scrub_any(v) for v in value)
-    if isinstance(value, BaseException):
-        return scrub(f"{value.__class__.__name__}: {value}")
-    return value

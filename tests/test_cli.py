@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,10 @@ def test_run_dry_run_once_logs_each_opportunity_as_json_and_sends_nothing(chain)
     assert chain.nonce(KEEPER) == nonce and chain.block_number() == block
 
 
-def test_sigterm_stops_the_daemon_cleanly_with_exit_code_0(chain):
+@contextlib.contextmanager
+def running_daemon(chain):
+    """`keeper run --dry-run` against the devnet, shortly after it logged keeper_started;
+    killed afterwards if it is still running."""
     p = subprocess.Popen([sys.executable, "-m", "keeper", "run", "--config", str(DEVNET_CONFIG), "--dry-run"],
                          cwd=REPO, env=clean_env(chain.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -50,12 +54,17 @@ def test_sigterm_stops_the_daemon_cleanly_with_exit_code_0(chain):
             if '"keeper_started"' in line or time.monotonic() > deadline:
                 break
         time.sleep(0.3)
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=10) == 0
-        assert "Traceback" not in p.stderr.read()
+        yield p
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_sigterm_stops_the_daemon_cleanly_with_exit_code_0(chain):
+    with running_daemon(chain) as p:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        assert "Traceback" not in p.stderr.read()
 
 
 def test_scan_lists_positions_by_health_with_the_best_opportunity(chain):
@@ -128,8 +137,6 @@ def port_answers(port: int) -> bool:
 
 def anvil_pids(port: int) -> list[int]:
     """Live anvil processes started with --port <port>."""
-    from pathlib import Path
-
     found = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -192,6 +199,31 @@ def cleanup(p: subprocess.Popen, port: int | None) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def cli_with_anvil(tmp_path, *args: str, marker: str):
+    """`keeper <args> --port P` on a free port P, read until it prints `marker`: yields
+    (process, its stderr file, P, P's anvil pids); afterwards both are killed if still there."""
+    port = free_port()
+    p, err = start_cli([*args, "--port", str(port)], tmp_path)
+    try:
+        read_until(p, marker)
+        yield p, err, port, anvil_pids(port)
+    finally:
+        cleanup(p, port)
+
+
+def skip_if_a_devnet_is_detached() -> None:
+    from keeper import devnet_cli
+
+    if devnet_cli._read_run():
+        pytest.skip("a detached devnet is running here; 'devnet up' refuses to start another")
+
+
+def foreground_devnet_up(tmp_path):
+    skip_if_a_devnet_is_detached()
+    return cli_with_anvil(tmp_path, "devnet", "up", "--borrowers", "3", marker="Ctrl-C stops it")
+
+
 @pytest.mark.parametrize("sig, marker, code", [
     (signal.SIGTERM, "[3/4] keeper running", 143),  # in the keeper's asyncio loop
     (signal.SIGHUP, "ready on", 129),               # right after the devnet started (price shock)
@@ -199,66 +231,39 @@ def cleanup(p: subprocess.Popen, port: int | None) -> None:
 ], ids=["SIGTERM-in-keeper-loop", "SIGHUP-after-devnet-start", "SIGINT-in-keeper-loop"])
 def test_signal_during_demo_stops_anvil(sig, marker, code, tmp_path):
     """demo is cut short: anvil stopped, exit 128 + the signal number, no traceback."""
-    port = free_port()
-    p, err = start_cli(["demo", "--borrowers", "3", "--port", str(port)], tmp_path)
-    try:
-        read_until(p, marker)
-        pids = anvil_pids(port)
+    with cli_with_anvil(tmp_path, "demo", "--borrowers", "3", marker=marker) as (p, err, port, pids):
         assert pids and port_answers(port)
         p.send_signal(sig)
         assert p.wait(timeout=10) == code, err.read_text()
         assert_anvil_gone(port, pids)
         assert "Traceback" not in err.read_text()
-    finally:
-        cleanup(p, port)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_stops_foreground_devnet_up_and_its_anvil(sig, tmp_path):
     """Stopping is how a foreground devnet ends: exit 0, anvil gone."""
-    from keeper import devnet_cli
-
-    if devnet_cli._read_run():
-        pytest.skip("a detached devnet is running here; 'devnet up' refuses to start another")
-    port = free_port()
-    p, err = start_cli(["devnet", "up", "--borrowers", "3", "--port", str(port)], tmp_path)
-    try:
-        read_until(p, "Ctrl-C stops it")
-        pids = anvil_pids(port)
+    with foreground_devnet_up(tmp_path) as (p, err, port, pids):
         assert pids and port_answers(port)
         p.send_signal(sig)
         assert p.wait(timeout=10) == 0, err.read_text()
         assert "devnet stopped" in p.stdout.read()
         assert_anvil_gone(port, pids)
         assert "Traceback" not in err.read_text()
-    finally:
-        cleanup(p, port)
 
 
 def test_sigkill_of_devnet_up_still_takes_anvil_down(tmp_path):
     """Nothing runs in a SIGKILLed process: the kernel's parent-death signal stops anvil."""
-    from keeper import devnet_cli
-
-    if devnet_cli._read_run():
-        pytest.skip("a detached devnet is running here; 'devnet up' refuses to start another")
-    port = free_port()
-    p, _ = start_cli(["devnet", "up", "--borrowers", "3", "--port", str(port)], tmp_path)
-    try:
-        read_until(p, "Ctrl-C stops it")
-        pids = anvil_pids(port)
+    with foreground_devnet_up(tmp_path) as (p, _, port, pids):
         assert pids
         p.kill()
         p.wait(timeout=10)
         assert_anvil_gone(port, pids)
-    finally:
-        cleanup(p, port)
 
 
 def test_detached_devnet_outlives_the_command_until_devnet_down(tmp_path):
     from keeper import devnet_cli
 
-    if devnet_cli._read_run():
-        pytest.skip("a detached devnet is already running here")
+    skip_if_a_devnet_is_detached()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
     try:
@@ -330,19 +335,9 @@ def test_sigterm_to_a_test_session_tears_down_its_devnet(tmp_path):
 
 
 def test_sighup_stops_the_daemon_cleanly_with_exit_code_0(chain):
-    p = subprocess.Popen([sys.executable, "-m", "keeper", "run", "--config", str(DEVNET_CONFIG), "--dry-run"],
-                         cwd=REPO, env=clean_env(chain.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        for line in p.stdout:
-            if '"keeper_started"' in line or time.monotonic() > deadline:
-                break
-        time.sleep(0.3)
+    with running_daemon(chain) as p:
         p.send_signal(signal.SIGHUP)
         assert p.wait(timeout=10) == 0
         out, err = p.stdout.read(), p.stderr.read()
         assert "Traceback" not in err and "Traceback" not in out and "cycle_error" not in out
         assert '"signal": "SIGHUP"' in out
-    finally:
-        if p.poll() is None:
-            p.kill()

@@ -28,6 +28,15 @@ def fresh_secret() -> str:
     return s
 
 
+def log_raised(exc: Exception, event: str, *, json_lines: bool) -> None:
+    """Raise exc and log it as `event` with exc_info=True (to the captured stdout)."""
+    logmod.setup("info", json_lines=json_lines, stream=sys.stdout)
+    try:
+        raise exc
+    except type(exc):
+        logmod.get().error(event, exc_info=True)
+
+
 def test_json_error_line_carries_the_formatted_traceback(capsys):
     logmod.setup("info", json_lines=True, stream=sys.stdout)
     try:
@@ -55,11 +64,8 @@ def test_exception_instance_as_exc_info_is_rendered_too(capsys):
 
 def test_traceback_in_a_log_line_is_scrubbed_of_urls_and_registered_keys(capsys):
     key = fresh_secret()
-    logmod.setup("info", json_lines=True, stream=sys.stdout)
-    try:
-        raise ValueError(f"cannot reach https://eth.example.io/v3/APIKEY123456 signing with {key}")
-    except ValueError:
-        logmod.get().error("protocol_error", exc_info=True)
+    log_raised(ValueError(f"cannot reach https://eth.example.io/v3/APIKEY123456 signing with {key}"),
+               "protocol_error", json_lines=True)
     out = capsys.readouterr().out
     (line,) = json_lines(out)
     assert "ValueError: cannot reach https://eth.example.io/*** signing with 0x***" in line["exception"]
@@ -68,11 +74,7 @@ def test_traceback_in_a_log_line_is_scrubbed_of_urls_and_registered_keys(capsys)
 
 def test_console_line_shows_the_traceback_below_it(capsys):
     key = fresh_secret()
-    logmod.setup("info", json_lines=False, stream=sys.stdout)
-    try:
-        raise ZeroDivisionError(f"division by zero near {key}")
-    except ZeroDivisionError:
-        logmod.get().error("cycle_error", exc_info=True)
+    log_raised(ZeroDivisionError(f"division by zero near {key}"), "cycle_error", json_lines=False)
     out = capsys.readouterr().out
     first, *rest = out.splitlines()
     assert "cycle_error" in first

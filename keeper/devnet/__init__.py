@@ -12,9 +12,11 @@ Public API (all amounts are integers in raw token units; prices are USD with 8 d
         Deployment is stored beside it as deployment-<key>.json.
 
     start_devnet(port: int = 8545, n_borrowers: int = 200, log_path: Path | None = None,
-                 cache_dir: Path | None = None, extra_args: tuple[str, ...] = ()) -> tuple[Anvil, Deployment]
+                 cache_dir: Path | None = None, extra_args: tuple[str, ...] = (), *,
+                 die_with_parent: bool = True) -> tuple[Anvil, Deployment]
         Starts anvil with --load-state on 127.0.0.1:port (port 0 = a free port), also writes
         .devnet/deployment.json. Stop it with anvil.stop() (or use it as a context manager).
+        die_with_parent=False leaves anvil running if this process dies (devnet up --detach).
 
     load_deployment(path: Path | None = None, n_borrowers: int | None = None,
                     cache_dir: Path | None = None) -> Deployment
@@ -22,7 +24,8 @@ Public API (all amounts are integers in raw token units; prices are USD with 8 d
         else the newest deployment-*.json in the cache.
 
     Anvil(port: int = 8545, state_load: Path | None = None, state_dump: Path | None = None,
-          log_path: Path | None = None, extra_args: Sequence[str] = ())
+          log_path: Path | None = None, extra_args: Sequence[str] = (), *,
+          start_timeout_s: float = 20.0, die_with_parent: bool = True)
         .start() -> Anvil, .stop(), .url, .running; context manager. Binary from $ANVIL_BIN,
         else node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil, else PATH.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import shutil
@@ -54,22 +55,20 @@ class PortInUseError(ConfigError, RuntimeError):
 
 
 PR_SET_PDEATHSIG = 1
-_prctl: Callable[..., int] | None | bool = False  # False: not looked up yet; None: unavailable
 
 
+@functools.cache
 def _get_prctl() -> Callable[..., int] | None:
-    global _prctl
-    if _prctl is False:
-        _prctl = None
-        if sys.platform.startswith("linux"):
-            try:
-                fn = ctypes.CDLL(None, use_errno=True).prctl
-                fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-                fn.restype = ctypes.c_int
-                _prctl = fn
-            except (OSError, AttributeError):
-                _prctl = None
-    return _prctl  # type: ignore[return-value]
+    """libc's prctl (Linux), looked up once; None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def parent_death_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -209,7 +208,7 @@ class Anvil:
             assert self.proc is not None
             rc = self.proc.poll()
             if rc is not None:
-                if b"address already in use" in _tail(self.log_path).lower().encode():
+                if "address already in use" in _tail(self.log_path).lower():
                     raise PortInUseError(self.port)
                 raise DevnetError(
                     f"anvil exited with code {rc} while starting on port {self.port} "

@@ -160,8 +160,11 @@ def start_devnet(
     log_path: Path | None = None,
     cache_dir: Path | None = None,
     extra_args: tuple[str, ...] = (),
+    *,
+    die_with_parent: bool = True,
 ) -> tuple[Anvil, Deployment]:
     """Start anvil from the cached state (built first if missing). port=0 picks a free port.
+    die_with_parent=False: anvil outlives this process (see Anvil).
 
     Also writes the deployment to .devnet/deployment.json. The caller stops the node."""
     state = ensure_state(n_borrowers, cache_dir)
@@ -172,6 +175,7 @@ def start_devnet(
         state_load=state,
         log_path=log_path or (REPO_ROOT / ".devnet" / "anvil.log"),
         extra_args=extra_args,
+        die_with_parent=die_with_parent,
     )
     node.start()
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import show
 from ..errors import ConfigError
 
 
@@ -23,8 +24,6 @@ def _kinds() -> dict[str, Any]:
 
 
 def parse_protocol(section) -> Any:
-    from ..config import show
-
     kinds = _kinds()
     known = ", ".join(sorted(kinds))
 

@@ -21,7 +21,8 @@ from decimal import Decimal
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, boolean, decimal, subset_of
+from ...config import (Section, address, block_number, boolean, decimal, gas_fits, gas_units, label,
+                       non_empty_list, show, subset_of)
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
@@ -107,8 +108,6 @@ class MakerConfig:
 
 
 def _name(where: str, v: Any) -> str:
-    from ...config import label, show
-
     s = label(where, v)
     if len(s.encode()) > 32:
         raise ConfigError(f"{where}: an ilk name is at most 32 bytes, got {show(s)}")
@@ -116,12 +115,7 @@ def _name(where: str, v: Any) -> str:
 
 
 def parse_config(s: Section) -> MakerConfig:
-    from ...config import block_number, gas_fits, gas_units, label, show
-
-    raw_ilks = s.get("ilks", lambda w, v: v)
-    if not isinstance(raw_ilks, list) or not raw_ilks:
-        raise ConfigError(f"{s.path}.ilks: must be a non-empty list of {{ name, clipper, gem_join }} tables, "
-                          f"got {show(raw_ilks)}")
+    raw_ilks = s.get("ilks", lambda w, v: non_empty_list(w, v, "{ name, clipper, gem_join } tables"))
     ilks = []
     for i, t in enumerate(raw_ilks):
         sec = Section(t, f"{s.path}.ilks[{i}]")

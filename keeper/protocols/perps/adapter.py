@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import abi
-from ...config import Section, address, boolean, int_list, integer
+from ...config import Section, address, block_number, boolean, gas_fits, gas_units, int_list, integer, label
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
@@ -87,8 +87,6 @@ class PerpsConfig:
 
 
 def parse_config(s: Section) -> PerpsConfig:
-    from ...config import block_number, gas_fits, gas_units, label
-
     cfg = PerpsConfig(
         kind="synthetix_perps",
         name=s.get("name", label),
