@@ -13,6 +13,7 @@ CONTRACTS_DIR = REPO_ROOT / "contracts"
 AAVE = "@aave/core-v3/artifacts/contracts"
 UNI_CORE = "@uniswap/v3-core/artifacts/contracts"
 UNI_PERIPHERY = "@uniswap/v3-periphery/artifacts/contracts"
+UNI_V2 = "@uniswap/v2-core/build"
 
 # name -> path below node_modules
 ARTIFACTS: dict[str, str] = {
@@ -42,6 +43,9 @@ ARTIFACTS: dict[str, str] = {
     "SwapRouter": f"{UNI_PERIPHERY}/SwapRouter.sol/SwapRouter.json",
     "NonfungiblePositionManager": f"{UNI_PERIPHERY}/NonfungiblePositionManager.sol/NonfungiblePositionManager.json",
     "QuoterV2": f"{UNI_PERIPHERY}/lens/QuoterV2.sol/QuoterV2.json",
+    # Uniswap V2 (npm @uniswap/v2-core 1.0.1 build output): factory and pair, no router needed
+    "UniswapV2Factory": f"{UNI_V2}/UniswapV2Factory.json",
+    "UniswapV2Pair": f"{UNI_V2}/UniswapV2Pair.json",
 }
 
 
