@@ -19,7 +19,7 @@ from .config import Config, load_signer
 from .errors import BadResponseError, ConfigError, RpcError, TransientError
 from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
-from .pricing.uniswap_v3 import UniswapV3Quoter
+from .pricing.book import SwapVenues
 from .protocols import build_adapter
 from .protocols.base import require_code
 from .redact import redact_url
@@ -60,6 +60,7 @@ class Keeper:
         self.mc = Multicall(self.rpc, cfg.chain.multicall3)
         self.adapters: dict[str, Any] = {}
         self.executor: Executor | None = None
+        self.swaps: SwapVenues | None = None
         self.head: Head | None = None
         self.stop_event = asyncio.Event()
         self.cycles = 0
@@ -74,16 +75,15 @@ class Keeper:
         if self.cfg.chain.chain_id is not None and chain_id != self.cfg.chain.chain_id:
             raise ConfigError(f"chain.chain_id: config says {self.cfg.chain.chain_id} but the RPC is on chain {chain_id}")
         await require_code(self.rpc, self.cfg.chain.multicall3, "chain.multicall3")
-        if self.cfg.swap.quoter_v2:
-            await require_code(self.rpc, self.cfg.swap.quoter_v2, "swap.quoter_v2")
-        quoter = UniswapV3Quoter(self.mc, self.cfg.swap.quoter_v2, self.cfg.swap.fee_tiers)
+        self.swaps = await self._swap_venues()
         keeper_address = self.executor.address
         for pcfg in self.cfg.protocols:
             if not pcfg.enabled:
                 continue
-            adapter = build_adapter(pcfg, rpc=self.rpc, multicall=self.mc, quoter=quoter,
+            adapter = build_adapter(pcfg, rpc=self.rpc, multicall=self.mc, swaps=self.swaps,
                                     keeper_address=keeper_address, chunk_blocks=self.cfg.chain.log_chunk_blocks,
                                     log=self.log)
+            adapter.sizing = self.cfg.keeper.sizing
             await adapter.start()
             self.adapters[pcfg.name] = adapter
         if self.cfg.chain.native_usd_feed is None and not any(
@@ -95,6 +95,27 @@ class Keeper:
         await self.executor.start()
         self.log.info("keeper_started", rpc=redact_url(self.cfg.chain.rpc_url), chain_id=chain_id,
                       dry_run=self.dry_run, protocols=list(self.adapters), address=keeper_address)
+
+    async def _swap_venues(self) -> SwapVenues:
+        """The pool book every adapter prices its swaps with: the Uniswap V3 factory (from the
+        config, else the QuoterV2's factory()), the V2 factory when configured, and the
+        connector tokens two-hop routes may pass through (default: the QuoterV2's WETH9)."""
+        sw = self.cfg.swap
+        await require_code(self.rpc, sw.quoter_v2, "swap.quoter_v2")
+        quoter = abi.load("UniswapV3QuoterV2")
+        factory, connectors = sw.v3_factory, sw.connectors
+        if factory is None or not connectors:
+            (ok_f, f), (ok_w, w) = await self.mc.run([Call(sw.quoter_v2, quoter.fn("factory").encode()),
+                                                      Call(sw.quoter_v2, quoter.fn("WETH9").encode())])
+            if not (ok_f and ok_w and len(f) == 32 and len(w) == 32):
+                raise ConfigError(f"swap.quoter_v2: {sw.quoter_v2} is not a Uniswap V3 QuoterV2 (no factory()/WETH9())")
+            factory = factory or abi.to_checksum(quoter.fn("factory").decode_one(f))
+            connectors = connectors or (abi.to_checksum(quoter.fn("WETH9").decode_one(w)),)
+        await require_code(self.rpc, factory, "swap.factory")
+        if sw.uniswap_v2_factory:
+            await require_code(self.rpc, sw.uniswap_v2_factory, "swap.uniswap_v2_factory")
+        return SwapVenues(self.mc, v3_factory=factory, fee_tiers=sw.fee_tiers, v2_factory=sw.uniswap_v2_factory,
+                          connectors=connectors, log=self.log)
 
     async def _connect(self) -> int:
         delay = 0.5
@@ -125,7 +146,8 @@ class Keeper:
         return Head(number=parse_int(blk["number"], "block.number"),
                     timestamp=parse_int(blk.get("timestamp", "0x0"), "block.timestamp"),
                     base_fee_wei=parse_int(blk.get("baseFeePerGas", "0x0"), "block.baseFeePerGas"),
-                    hash=str(blk.get("hash", "")))
+                    hash=str(blk.get("hash", "")), gas_used=parse_int(blk.get("gasUsed", "0x0"), "block.gasUsed"),
+                    gas_limit=parse_int(blk.get("gasLimit", "0x0"), "block.gasLimit"))
 
     async def native_usd_e8(self) -> int | None:
         feed = self.cfg.chain.native_usd_feed
@@ -182,10 +204,15 @@ class Keeper:
             for o in opps:
                 lg.warning("skipped", protocol=o.protocol, account=o.account, reason="no_native_price")
             return []
-        gas_price = head.base_fee_wei + self.cfg.keeper.priority_fee_wei
+        gas_price = head.next_base_fee_wei + self.cfg.keeper.priority_fee_wei
         ranked = strategy.rank(opps, gas_price, native)
         inventory = self.inventory()
-        chosen, skipped = strategy.select(ranked, self.cfg.keeper.min_profit_usd_e8, self.executor.in_flight, inventory)
+        impact = None
+        if self.cfg.keeper.sizing == "profit" and any(p.opp.routes for p in ranked):
+            book = await self.swaps.book(head.number)  # the one every adapter priced with (memoized)
+            impact = strategy.Impact(book.copy(), self._resize, gas_price, native)
+        chosen, skipped = strategy.select(ranked, self.cfg.keeper.min_profit_usd_e8, self.executor.in_flight, inventory,
+                                          impact)
         for p in ranked:
             detail = p.opp.detail.log_fields() if hasattr(p.opp.detail, "log_fields") else {}
             lg.info("opportunity", protocol=p.opp.protocol, account=p.opp.account,
@@ -197,6 +224,21 @@ class Keeper:
         outs = await self.executor.execute_all(chosen, head, native, background=background)
         self.cycles += 1
         return tracked + outs
+
+    def _resize(self, opp: Any, book: Any) -> Any:
+        return self.adapters[opp.protocol].resize(opp, book)
+
+    def realized_profit_usd_e8(self, out: Outcome) -> int | None:
+        """What a confirmed action really earned after gas, in USD e8: the adapter's reading
+        of its receipt minus the gas paid at the current native price (None: not known)."""
+        adapter = self.adapters.get(out.opp.protocol)
+        native = next((p for p in (a.native_price_usd_e8() for a in self.adapters.values()) if p), None)
+        if adapter is None or out.status != "confirmed" or not native:
+            return None
+        gross = adapter.realized_gross_usd_e8(out.opp, out.realized)
+        if gross is None:
+            return None
+        return gross - out.gas_cost_wei * native // 10**18
 
     def inventory(self) -> dict[str, int] | None:
         """The keeper's token balances as the adapters read them (None: nobody knows them,

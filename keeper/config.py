@@ -221,6 +221,12 @@ def url_list(where: str, v: Any) -> tuple[str, ...]:
     return out
 
 
+def address_list(where: str, v: Any) -> tuple[str, ...]:
+    out = tuple(address(f"{where}[{i}]", a) for i, a in enumerate(non_empty_list(where, v, "addresses")))
+    _no_repeats(where, [a.lower() for a in out])
+    return out
+
+
 def address(where: str, v: Any) -> str:
     if not isinstance(v, str) or not _ADDR.fullmatch(v):
         pasted = isinstance(v, str) and re.search(r"[0-9a-fA-F]{60,}", v)
@@ -371,6 +377,9 @@ class KeeperConfig:
     profit_tolerance_bps: int = 100
     pause_cooldown_s: float = 300.0  # a pause after repeated failures lifts itself after this
     heartbeat_blocks: int = 10  # a heartbeat log line every N blocks (0: none)
+    # "profit": each liquidation sized for the largest net profit, the keeper's own market impact
+    # within a block priced in; "max": the largest size the rules allow, quoted alone (a baseline)
+    sizing: str = "profit"
 
 
 @dataclass(frozen=True)
@@ -388,6 +397,9 @@ class SwapConfig:
     quoter_v2: str | None
     fee_tiers: tuple[int, ...]
     router: str | None = None  # Uniswap V3 SwapRouter: used by the flash liquidator contract
+    v3_factory: str | None = None  # None: read from the QuoterV2's factory()
+    uniswap_v2_factory: str | None = None  # a second venue: Uniswap V2 pairs (None: V3 only)
+    connectors: tuple[str, ...] = ()  # tokens a two-hop route may pass through (() : the QuoterV2's WETH9)
 
 
 @dataclass(frozen=True)
@@ -613,6 +625,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         profit_tolerance_bps=int(kp.get("profit_tolerance_pct", decimal(minimum=0, maximum=10_000), Decimal(1)) * 100),
         pause_cooldown_s=kp.get("pause_cooldown_s", seconds(7 * 86_400, minimum=0), 300.0),
         heartbeat_blocks=kp.get("heartbeat_blocks", integer(0, 1_000_000), 10),
+        sizing=kp.get("sizing", one_of("profit", "max"), "profit"),
     )
     kp.done()
 
@@ -622,6 +635,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         quoter_v2=sw.get("quoter_v2", address),
         fee_tiers=sw.get("fee_tiers", int_list({100, 500, 3000, 10000}), (500, 3000, 10000)),
         router=sw.get("router", address, None),
+        v3_factory=sw.get("factory", address, None),
+        uniswap_v2_factory=sw.get("uniswap_v2_factory", address, None),
+        connectors=sw.get("connectors", address_list, ()),
     )
     sw.done()
 

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 # anvil's well-known test account #1: the devnet keeper. Public, for the local chain only.
 DEVNET_KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 MAX_ROUNDS = 80
+MAX_GAP_PPM = 1_000  # expected and realized profit must agree within 0.1%
 AUCTION_STEP_S = 60  # seconds the demo lets pass when nothing is actionable (auction clocks)
 
 
@@ -36,17 +37,22 @@ def demo(n_borrowers: int, asset: str, pct: Decimal, port: int) -> int:
         old, new = shock(node.url, dep, asset, pct)
         print(f"[2/4] price shock: {asset} {old / 1e8:,.2f} -> {new / 1e8:,.2f} USD ({pct:+}%)", flush=True)
         print("[3/4] keeper running live (log lines on stderr)", flush=True)
-        outcomes, adapter, others = asyncio.run(_run_keeper(node.url))
+        outcomes, keeper = asyncio.run(_run_keeper(node.url))
         print("[4/4] summary", flush=True)
-        _summary(outcomes, adapter, others)
+        confirmed, worst_ppm = _summary(outcomes, keeper)
     finally:  # also on Ctrl-C, SIGTERM, SIGHUP (keeper.cli turns those into exceptions)
         node.stop()
         print(f"devnet stopped; total {time.monotonic() - t0:.1f}s", flush=True)
-    confirmed = [o for o in outcomes if o.status == "confirmed"]
+    if worst_ppm > MAX_GAP_PPM:
+        print(f"expected and realized differ by more than {MAX_GAP_PPM / 10_000}% for some action", flush=True)
+        return 1
     return 0 if confirmed else 1
 
 
-async def _run_keeper(url: str) -> tuple[list[Outcome], Any, dict[str, Any]]:
+async def _run_keeper(url: str) -> tuple[list[Outcome], Any]:
+    """The keeper live on the devnet, which mines like a real chain: automine off, one block
+    after each cycle, so every transaction a cycle sends lands in the same next block (and
+    the ones after the first meet the pools the ones before them moved)."""
     from .app import Keeper
     from .config import load_config
 
@@ -55,65 +61,60 @@ async def _run_keeper(url: str) -> tuple[list[Outcome], Any, dict[str, Any]]:
     journal = REPO / ".devnet" / "demo-journal.jsonl"  # a fresh chain each demo: a fresh journal
     journal.unlink(missing_ok=True)
     env["KEEPER_KEEPER__JOURNAL"] = str(journal)
+    env.setdefault("KEEPER_KEEPER__RECEIPT_TIMEOUT_S", "0.2")  # the receipts come with the next cycle
     env.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)
     cfg = load_config(REPO / "config" / "devnet.toml", environ=env)
     os.environ.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)
     keeper = Keeper(cfg, dry_run=False, log=logmod.get())
     try:
         await keeper.start()
+        await keeper.rpc.call("evm_setAutomine", [False])
         idle = 0
         for _ in range(MAX_ROUNDS):
             head = await keeper.read_head()
             outs = await keeper.cycle(head)
-            if any(o.status == "confirmed" for o in outs):
+            if any(o.status in ("confirmed", "failed") for o in outs) or keeper.executor.in_flight:
                 idle = 0
-                await keeper.rpc.call("evm_mine", [])
-                continue
-            idle += 1
-            if idle >= 25:
-                break
-            # nothing to do right now: let the auction clocks run (Dutch auctions fall with time)
-            await keeper.rpc.call("evm_increaseTime", [AUCTION_STEP_S])
+            else:
+                idle += 1
+                if idle >= 25:
+                    break
+                # nothing to do right now: let the auction clocks run (Dutch auctions fall with time)
+                await keeper.rpc.call("evm_increaseTime", [AUCTION_STEP_S])
             await keeper.rpc.call("evm_mine", [])
-        adapter = next(a for a in keeper.adapters.values() if a.kind == "aave_v3")
-        others = {name: a for name, a in keeper.adapters.items() if a.kind != "aave_v3"}
-        return list(keeper.executor.outcomes), adapter, others
+        return list(keeper.executor.outcomes), keeper
     finally:
         await keeper.close()
 
 
-def _fmt(amount: int, decimals: int) -> str:
-    return f"{Decimal(amount) / Decimal(10**decimals):,.6f}".rstrip("0").rstrip(".")
-
-
-def _summary(outcomes: list[Outcome], adapter: Any, others: dict[str, Any]) -> None:
-    confirmed = [o for o in outcomes if o.status == "confirmed" and o.opp.kind == "aave_v3"]
-    print("Aave V3 liquidations")
-    print(f"{'account':<42} {'debt repaid':>22} {'collateral seized':>24} {'expected $':>11} {'realized $':>11}")
-    print(f"{'':<42} {'':>22} {'':>24} {'(swap back)':>11} {'(oracle)':>11}")
+def _summary(outcomes: list[Outcome], keeper: Any) -> tuple[int, int]:
+    """One line per confirmed action: expected (the keeper's estimate when it sent, after gas)
+    and realized (what its receipt shows it earned, minus the gas it paid). Returns
+    (confirmed, largest gap between them in parts per million of the expected profit)."""
+    confirmed = [o for o in outcomes if o.status == "confirmed"]
+    print(f"{'protocol':<16} {'account / auction':<44} {'what':<44} {'expected $':>11} {'realized $':>11}")
     total_exp = total_real = 0
+    worst_ppm = 0
     for o in confirmed:
-        r = o.realized
-        d, c = adapter.reserve(r["debt_asset"]), adapter.reserve(r["collateral_asset"])
-        # realized: collateral received minus debt repaid at the oracle prices, minus gas at the ETH price
-        value = (r["collateral_received"] * c.price // c.unit - r["debt_repaid"] * d.price // d.unit) * 10**8 // adapter.base_unit
-        gas_usd_e8 = o.gas_cost_wei * (adapter.native_price_usd_e8() or 0) // 10**18
-        realized = value - gas_usd_e8
+        adapter = keeper.adapters.get(o.opp.protocol)
+        what = adapter.describe(o.opp) if adapter is not None else o.opp.plan.description
+        realized = keeper.realized_profit_usd_e8(o)
         total_exp += o.expected_profit_usd_e8
-        total_real += realized
-        print(f"{o.opp.account:<42} {_fmt(r['debt_repaid'], d.decimals) + ' ' + d.symbol:>22} "
-              f"{_fmt(r['collateral_received'], c.decimals) + ' ' + c.symbol:>24} "
-              f"{o.expected_profit_usd_e8 / 1e8:>11,.2f} {realized / 1e8:>11,.2f}")
-    rest = [o for o in outcomes if o.status == "confirmed" and o.opp.kind != "aave_v3"]
-    if rest:
-        print("\nauctions and perps")
-        for o in rest:
-            a = others.get(o.opp.protocol)
-            what = a.describe(o.opp) if a is not None and hasattr(a, "describe") else o.opp.plan.description
-            print(f"  {o.opp.protocol:<14} {what}  expected ${o.expected_profit_usd_e8 / 1e8:,.2f}")
+        shown = "?"
+        if realized is not None:
+            total_real += realized
+            shown = f"{realized / 1e8:,.2f}"
+            if o.expected_profit_usd_e8:
+                worst_ppm = max(worst_ppm, abs(realized - o.expected_profit_usd_e8) * 1_000_000
+                                // abs(o.expected_profit_usd_e8))
+        print(f"{o.opp.protocol:<16} {o.opp.account[:44]:<44} {what[:44]:<44} "
+              f"{o.expected_profit_usd_e8 / 1e8:>11,.2f} {shown:>11}")
     skipped = sum(1 for o in outcomes if o.status == "skipped")
     failed = sum(1 for o in outcomes if o.status == "failed")
-    print(f"{len(confirmed) + len(rest)} actions confirmed, {failed} failed, {skipped} skipped; Aave "
-          f"expected ${total_exp / 1e8:,.2f}, realized ${total_real / 1e8:,.2f} "
-          "\nexpected: the keeper's estimate before sending, selling the collateral back on Uniswap V3 at a real quote, after gas"
-          "\nrealized: from the LiquidationCall events, collateral at the oracle price - debt repaid - gas paid")
+    print(f"{len(confirmed)} actions confirmed, {failed} failed, {skipped} skipped; expected ${total_exp / 1e8:,.2f}, "
+          f"realized ${total_real / 1e8:,.2f}; largest gap {worst_ppm / 10_000:.4f}% of the expected profit"
+          "\nexpected: the keeper's estimate before sending (swaps quoted exactly on the pools as its own earlier"
+          " sends leave them), after gas"
+          "\nrealized: from the receipts (profit paid to the keeper, rewards, held collateral at the oracle price),"
+          " minus the gas paid")
+    return len(confirmed), worst_ppm

@@ -12,6 +12,19 @@ class Head:
     timestamp: int
     base_fee_wei: int
     hash: str
+    gas_used: int = 0
+    gas_limit: int = 0
+
+    @property
+    def next_base_fee_wei(self) -> int:
+        """The base fee of the next block by EIP-1559 (elasticity 2, change denominator 8),
+        exactly as the chain computes it; this block's base fee when gas figures are unknown."""
+        target = self.gas_limit // 2
+        if not target or self.gas_used == target:
+            return self.base_fee_wei
+        if self.gas_used > target:
+            return self.base_fee_wei + max(self.base_fee_wei * (self.gas_used - target) // target // 8, 1)
+        return self.base_fee_wei - self.base_fee_wei * (target - self.gas_used) // target // 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,9 @@ class Opportunity:
     spend: tuple[tuple[str, int], ...] = ()  # (token, base units) taken from inventory
     detail: Any = None  # protocol-specific sizing (e.g. AaveLiquidation)
     risk_e18: int = 0  # ties broken by the larger risk (e.g. lower health factor)
+    # the swaps the plan executes (keeper.pricing.book.Route), in order: applied to the shared
+    # pool book so the opportunities ranked after this one are priced after its market impact
+    routes: tuple[Any, ...] = ()
 
     @property
     def key(self) -> str:

@@ -115,7 +115,7 @@ class Executor:
         k = self.cfg.keeper
         prio = k.priority_fee_wei
         max_fee = min(2 * head.base_fee_wei + prio, k.max_fee_wei)
-        return head.base_fee_wei + prio, max_fee, prio
+        return min(head.next_base_fee_wei + prio, max_fee), max_fee, prio
 
     def _skip(self, p: Priced, reason: str, **kw: Any) -> Outcome:
         self.log.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason, **kw)
@@ -123,11 +123,13 @@ class Executor:
         self.outcomes.append(out)
         return out
 
-    def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
-        """(set-up calls to simulate first, block tag) for this executor."""
-        return (), "latest"
+    async def _sim_context(self, p: Priced, earlier: list[TxPlan]) -> tuple[tuple[TxPlan, ...], str]:
+        """(calls to simulate first in the same block, block tag) for this executor.
+        `earlier`: the plans this batch sent (or would send) before this one."""
+        return tuple(earlier), "latest"
 
-    async def _check(self, p: Priced, head: Head, native_usd_e8: int) -> tuple[Priced, MeasuredSim] | Outcome:
+    async def _check(self, p: Priced, head: Head, native_usd_e8: int,
+                     earlier: list[TxPlan] | None = None) -> tuple[Priced, MeasuredSim] | Outcome:
         """Simulate, measure and re-price; returns (repriced, sim) or a skip Outcome."""
         expected_price, _, prio = self.fees(head)
         if head.base_fee_wei + prio > self.cfg.keeper.max_fee_wei:
@@ -136,7 +138,7 @@ class Executor:
             return self._skip(p, "no_keeper_address", hint="set keeper.address to simulate")
         adapter = self.adapters.get(p.opp.protocol)
         tokens = adapter.measure_tokens(p.opp) if adapter is not None and hasattr(adapter, "measure_tokens") else ()
-        pre, block = self._sim_context(p)
+        pre, block = await self._sim_context(p, earlier or [])
         sim = await self.simulator.run(p.opp.plan, self.address, tokens, pre=pre, block=block)
         if not sim.ok:
             reason = adapter.explain_revert(sim.reason) if adapter and hasattr(adapter, "explain_revert") else sim.reason
@@ -168,22 +170,25 @@ class DryRunExecutor(Executor):
     It never loads the signing key. Set-up calls it would send first (approvals are assumed
     done; TxPlan.prerequisites such as vat.hope) are simulated in the same block."""
 
-    def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
-        return p.opp.plan.prerequisites, "latest"
+    async def _sim_context(self, p: Priced, earlier: list[TxPlan]) -> tuple[tuple[TxPlan, ...], str]:
+        # what this batch would have sent before it, then its own set-up calls
+        return tuple(earlier) + p.opp.plan.prerequisites, "latest"
 
     async def _run_batch(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         outs = []
+        would_send: list[TxPlan] = []
         for p in chosen:
             if self.stopping:
                 outs.append(self._skip(p, "stopping"))
                 continue
-            r = await self._check(p, head, native_usd_e8)
+            r = await self._check(p, head, native_usd_e8, would_send)
             if isinstance(r, Outcome):
                 outs.append(r)
                 continue
             repriced, sim = r
             _, max_fee, prio = self.fees(head)
             plan = p.opp.plan
+            would_send += [*plan.prerequisites, plan]
             for pre in plan.prerequisites:
                 self.log.info("dry_run_setup", protocol=p.opp.protocol, to=pre.to, data="0x" + pre.data.hex(),
                               description=pre.description)
@@ -234,10 +239,19 @@ class LiveExecutor(Executor):
     async def on_chain_change(self) -> None:
         await self.tx.resync_nonce()
 
-    def _sim_context(self, p: Priced) -> tuple[tuple[TxPlan, ...], str]:
-        # with our own transactions not mined yet, simulate on top of them ("pending")
-        pending = any(t.status == "pending" for t in self.tx.pending.values())
-        return (), "pending" if pending else "latest"
+    async def _sim_context(self, p: Priced, earlier: list[TxPlan]) -> tuple[tuple[TxPlan, ...], str]:
+        """Our own transactions not mined yet run first in the simulated block, in nonce
+        order, so each send is checked in the state it will really meet (after the swaps of
+        the ones before it). Which are not mined yet: nonces at or above the node's latest
+        count (one request, only while some are tracked as pending). A node without
+        eth_simulateV1 simulates on "pending" instead."""
+        pending = sorted((t for t in self.tx.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
+        if not pending:
+            return (), "latest"
+        if self.simulator.has_simulate_v1 is False:
+            return (), "pending"
+        mined_below = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), "nonce")
+        return tuple(t.plan for t in pending if t.nonce >= mined_below), "latest"
 
     async def start(self) -> None:
         await self.tx.start()
@@ -276,6 +290,9 @@ class LiveExecutor(Executor):
                 continue
             cur = F_ALLOWANCE.decode_one(await self.rpc.eth_call(ap.token, F_ALLOWANCE.encode(self.address, ap.spender)))
             if cur < ap.amount:
+                if cur:  # USDT-like tokens revert on approve from non-zero to non-zero: reset first
+                    reset = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, 0), gas_limit=100_000)
+                    await self._setup_send(reset, head, f"reset approval of {ap.token} for {ap.spender}")
                 approve = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, MAX_UINT), gas_limit=100_000)
                 await self._setup_send(approve, head, f"approve {ap.token} for {ap.spender}")
                 cur = MAX_UINT

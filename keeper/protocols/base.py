@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from ..errors import BadResponseError, ConfigError, RpcError
 from ..rpc import Rpc
+from ..types import Opportunity
+
+if TYPE_CHECKING:
+    from ..pricing.book import Book, SwapVenues
 
 
 @dataclass(slots=True)
@@ -60,18 +64,19 @@ async def require_code(rpc: Rpc, address: str, where: str, hint: str = "") -> No
 
 
 class BaseAdapter:
-    """What every adapter holds: its config, the shared RPC/Multicall/quoter, the keeper's
+    """What every adapter holds: its config, the shared RPC/Multicall/swap venues, the keeper's
     address, the log sync position and what the last refresh decided."""
 
     kind = ""
 
-    def __init__(self, cfg: Any, *, rpc: Rpc, multicall: Any, quoter: Any = None, keeper_address: str | None = None,
-                 chunk_blocks: int = 2000, log: Any):
+    def __init__(self, cfg: Any, *, rpc: Rpc, multicall: Any, swaps: SwapVenues | None = None,
+                 keeper_address: str | None = None, chunk_blocks: int = 2000, log: Any):
         self.cfg = cfg
         self.name: str = cfg.name
         self.rpc = rpc
         self.mc = multicall
-        self.quoter = quoter
+        self.swaps = swaps  # the shared pool book (keeper.pricing.book); None: no swap venue configured
+        self.sizing = "profit"  # [keeper] sizing, set by the app: "profit" | "max"
         self.keeper = keeper_address
         self.chunk_blocks = chunk_blocks
         self.log = log.bind(protocol=cfg.name)
@@ -79,3 +84,15 @@ class BaseAdapter:
         self.inventory: dict[str, int] | None = None  # token -> keeper balance (None: not known)
         self.last_skips: list[Skip] = []
         self.last_opportunities: list[Any] = []
+
+    def resize(self, opp: Opportunity, book: Book) -> Opportunity | None:
+        """`opp` sized and priced again against `book`, which already holds the swaps of the
+        opportunities ranked before it in this block (the keeper's own market impact). Pure:
+        no I/O. None when no size pays any more. Adapters whose actions swap override it."""
+        return opp
+
+    def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None:
+        """What a confirmed action really paid before gas, in USD e8, from the amounts
+        parse_outcome read off its receipt (the same terms as gross_profit_usd_e8). None:
+        the receipt does not say."""
+        return None

@@ -17,13 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ... import abi
 from decimal import Decimal
+
+from ... import abi, sizing
 
 from ...config import Section, address, boolean, decimal, integer, one_of, subset_of
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
-from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
 from ...types import Approval, Head, Opportunity, TxPlan
 from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as am
@@ -45,6 +45,7 @@ F_EMODE = POOL.fn("getEModeCategoryData")
 F_LIQUIDATE = POOL.fn("liquidationCall")
 F_FLASH_PREMIUM = POOL.fn("FLASHLOAN_PREMIUM_TOTAL")
 F_FLASH = abi.load("FlashLiquidator").fn("liquidate")
+F_INVENTORY = abi.load("FlashLiquidator").fn("liquidateWithInventory")
 EV_FLASH = abi.load("FlashLiquidator").event("Liquidated")
 F_PRICE = ORACLE.fn("getAssetPrice")
 F_SOURCE = ORACLE.fn("getSourceOfAsset")
@@ -58,6 +59,7 @@ EV_LIQUIDATION = POOL.event("LiquidationCall")
 BORROW_TOPIC = EV_BORROW.topic0
 NATIVE_SYMBOLS = ("WETH", "ETH")
 MAX_UINT = 2**256 - 1
+HOP_GAS = 120_000  # expected gas of each swap hop after the first (simulation measures the real figure)
 INT256_MAX = 2**255 - 1
 
 
@@ -84,7 +86,7 @@ class AaveV3Config:
     pool_addresses_provider: str
     start_block: int
     rules: str
-    gas_estimate: int
+    gas_estimate: int  # the inventory route (liquidation + swap back through the keeper's contract)
     gas_limit: int
     max_price_age_s: int | None
     enabled: bool = True
@@ -105,8 +107,8 @@ def parse_config(s: Section) -> AaveV3Config:
         pool_addresses_provider=s.get("pool_addresses_provider", address),
         start_block=s.get("start_block", block_number, 0),
         rules=s.get("rules", one_of(*am.RULES), "v3.0"),
-        gas_estimate=s.get("gas_estimate", gas_units, 400_000),
-        gas_limit=s.get("gas_limit", gas_units, 1_000_000),
+        gas_estimate=s.get("gas_estimate", gas_units, 650_000),
+        gas_limit=s.get("gas_limit", gas_units, 2_000_000),
         max_price_age_s=s.get("max_price_age_s", integer(1, 10**8), None),
         enabled=s.get("enabled", boolean, True),
         flash_liquidator=s.get("flash_liquidator", address, None),
@@ -199,6 +201,8 @@ class AaveLiquidation:
     flash_amount: int = 0  # debt base units borrowed
     flash_premium: int = 0  # debt base units paid to the pool for the loan
     flash_premium_usd_e8: int = 0
+    swap_route: str = ""  # e.g. "LINK >v2> WETH >v3 0.05%> USDC"
+    max_size: bool = True  # False: a profitable slice smaller than the rules allow
 
     def log_fields(self) -> dict[str, Any]:
         return {
@@ -212,15 +216,46 @@ class AaveLiquidation:
             "protocol_fee_usd": self.protocol_fee_usd_e8 / 1e8,
             "swap_cost_usd": self.swap_cost_usd_e8 / 1e8,
             "swap_fee_tier": self.swap_fee_tier,
+            "swap_route": self.swap_route,
+            "slice": not self.max_size,
             "route": self.route,
             **({"flash_premium_usd": self.flash_premium_usd_e8 / 1e8} if self.route == "flash" else {}),
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One account, collateral/debt pair and route, with everything sizing needs (no I/O)."""
+
+    user: str
+    c: Reserve
+    d: Reserve
+    coll: am.Side
+    debt: am.Side
+    hf: int
+    total_debt: int
+    bonus: int
+    route: str  # inventory | flash
+    limit: int  # the largest debt to cover the rules (and for the inventory route, the balance) allow
+    capped: bool = False  # the inventory, not the rules, sets the limit
+    fee_clamp: tuple[int, int] | None = None  # (user's scaled aToken balance, liquidity index ray)
+
+
+@dataclass(frozen=True, slots=True)
+class Valued:
+    amount: int  # debt asked to cover
+    requested: int  # debtToCover passed (2**256-1: all the rules allow)
+    liq: am.Liquidation
+    route: Any  # keeper.pricing.book.Route
+    upfront: int  # debt base units flash-borrowed or pulled from the keeper's balance
+    premium: int  # flash-loan premium, debt base units
+    profit_debt_units: int  # swap proceeds - debt repaid - premium
+    profit_usd_e8: int
+
+
 class Adapter(BaseAdapter):
     kind = "aave_v3"
     cfg: AaveV3Config
-    quoter: UniswapV3Quoter
 
     def __init__(self, cfg: AaveV3Config, **deps: Any):
         super().__init__(cfg, **deps)
@@ -232,6 +267,8 @@ class Adapter(BaseAdapter):
         self.health: dict[str, AccountHealth] = {}
         self.last_candidates: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self.flash_premium_bps = 0
+        # (account, route) -> (block, the pair it was sized on): what resize() sizes again
+        self._candidates: dict[tuple[str, str], tuple[int, Candidate]] = {}
         # accounts whose getUserAccountData failed in the last refresh -> (reason, detail)
         self.unreadable: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -252,6 +289,12 @@ class Adapter(BaseAdapter):
             await require_code(self.rpc, self.cfg.flash_liquidator, f"{self.cfg.path}.flash_liquidator",
                                "deploy one with 'keeper deploy-liquidator'")
             self.flash_premium_bps = F_FLASH_PREMIUM.decode_one(await self.rpc.eth_call(self.pool, F_FLASH_PREMIUM.encode()))
+        if self.swaps is not None:
+            self.swaps.watch(r.asset for r in self.reserves)
+        if "inventory" in self.cfg.routes and not self.cfg.flash_liquidator:
+            self.log.warning("inventory_route_unavailable", reason="the inventory route sells what it seizes in the "
+                             "same transaction through the keeper's liquidator contract; set flash_liquidator "
+                             "(keeper deploy-liquidator)")
         self.log.info("aave_ready", flash_liquidator=self.cfg.flash_liquidator, pool=self.pool, oracle=self.oracle,
                       reserves=[r.symbol for r in self.reserves], rules=self.cfg.rules)
 
@@ -397,6 +440,7 @@ class Adapter(BaseAdapter):
         liquidatable = await self.refresh(head)
         self.last_skips = [Skip(u, reason, detail) for u, (reason, detail) in self.unreadable.items()]
         self.last_candidates = {}
+        self._candidates = {}
         if not liquidatable:
             self.last_opportunities = []
             return []
@@ -404,7 +448,7 @@ class Adapter(BaseAdapter):
         stale = {r.asset for r in self.reserves
                  if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
         positions = await self._positions(liquidatable, head.number)
-        drafts: list[tuple[AaveLiquidation, am.Side, am.Side, Reserve, Reserve]] = []
+        candidates: list[Candidate] = []
         for user in liquidatable:
             if user not in positions:
                 self.last_skips.append(Skip(user, "account_data_failed", {"call": "getUserConfiguration"}))
@@ -436,50 +480,171 @@ class Adapter(BaseAdapter):
                 coll = am.Side(price=c_price, unit=c.unit, balance=pos["collateral"][c.asset])
                 debt = am.Side(price=d_price, unit=d.unit, balance=pos["debt"][d.asset])
                 limit = am.max_liquidatable_debt(self.cfg.rules, hf, debt, coll, total_debt)
-                routes: list[tuple[str, int | None]] = []
-                if "inventory" in self.cfg.routes:
-                    routes.append(("inventory", None if self.inventory is None else self.inventory.get(d.asset, 0)))
-                if self.flash_enabled:
-                    routes.append(("flash", None))
-                for route, inv in routes:
-                    liq = am.size_liquidation(self.cfg.rules, hf, debt, coll, total_debt, bonus, c.protocol_fee_bps, inv)
-                    if liq is None:
-                        reason = "no_inventory" if inv == 0 else "dust_or_zero_size"
-                        self.last_skips.append(Skip(user, reason, {**where, "route": route}))
+                for route in self.routes:
+                    inv = None if route == "flash" or self.inventory is None else self.inventory.get(d.asset, 0)
+                    cap = limit if inv is None else min(limit, inv)
+                    if cap <= 0:
+                        self.last_skips.append(Skip(user, "no_inventory" if inv == 0 else "dust_or_zero_size",
+                                                    {**where, "route": route}))
                         continue
-                    requested = limit if inv is None else min(limit, inv)
-                    if requested >= debt.balance and self.cfg.rules == "v3.3":
-                        # v3.3 refuses to leave dust: a full close asks for "all allowed" so the
-                        # interest accrued by the next block is repaid too. (v3.0 can revert
-                        # with an arithmetic underflow when burning the exact full debt, by one
-                        # wei of rayDiv rounding; there the exact amount read is asked for.)
-                        requested = MAX_UINT
-                    drafts.append((_draft(user, c, d, requested, liq, hf, route), coll, debt, c, d))
-        if not drafts:
+                    candidates.append(Candidate(user, c, d, coll, debt, hf, total_debt, bonus, route, cap,
+                                                capped=inv is not None and inv < limit,
+                                                fee_clamp=pos["fee_clamp"].get(c.asset)))
+        if not candidates:
             self.last_opportunities = []
             return []
-        quotes = await self.quoter.quote_many(
-            [QuoteRequest(c.asset, d.asset, draft.collateral_to_liquidator) for draft, _, _, c, d in drafts], head.number)
+        book = await self.swaps.book(head.number) if self.swaps is not None else None
         best: dict[tuple[str, str], Opportunity] = {}
-        for (draft, coll, debt, c, d), q in zip(drafts, quotes):
-            if q is None:
-                self.last_skips.append(Skip(draft.user, "no_swap_route", {"collateral": c.symbol, "debt": d.symbol}))
+        for k in candidates:
+            opp = self._size(head.number, k, book)
+            where = {"collateral": k.c.symbol, "debt": k.d.symbol, "route": k.route}
+            if isinstance(opp, str):
+                self.last_skips.append(Skip(k.user, opp, where))
                 continue
-            opp = self._price(head, draft, coll, debt, c, d, q.amount_out, q.fee_tier)
-            if opp is None:
-                continue
-            self.last_candidates.setdefault(draft.user, []).append(
-                ((c.symbol, d.symbol), opp.gross_profit_usd_e8) if draft.route == "inventory"
-                else ((c.symbol, d.symbol, "flash"), opp.gross_profit_usd_e8))
-            cur = best.get((draft.user, draft.route))
+            self.last_candidates.setdefault(k.user, []).append(
+                ((k.c.symbol, k.d.symbol), opp.gross_profit_usd_e8) if k.route == "inventory"
+                else ((k.c.symbol, k.d.symbol, "flash"), opp.gross_profit_usd_e8))
+            cur = best.get((k.user, k.route))
             if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
-                best[(draft.user, draft.route)] = opp
+                best[(k.user, k.route)] = opp
+                self._candidates[(k.user, k.route)] = (head.number, k)
         self.last_opportunities = list(best.values())
         return self.last_opportunities
 
     @property
     def flash_enabled(self) -> bool:
         return "flash" in self.cfg.routes and bool(self.cfg.flash_liquidator) and self.keeper is not None
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """The routes this keeper can take: both go through the keeper's liquidator contract,
+        which sells the seized collateral in the same transaction (the inventory route repays
+        from the keeper's balance and gets it back with the profit; the flash route borrows)."""
+        out: tuple[str, ...] = ()
+        if "inventory" in self.cfg.routes and self.cfg.flash_liquidator:
+            out += ("inventory",)
+        if self.flash_enabled:
+            out += ("flash",)
+        return out
+
+    # -- sizing (pure: no I/O) --------------------------------------------------------
+    def _size(self, block: int, k: Candidate, book: Any) -> Opportunity | str:
+        """The candidate's most profitable size (keeper.sizing over the debt repaid, quoted on
+        `book`), or with sizing = "max" the largest the rules and inventory allow; a skip
+        reason when no size pays."""
+        if book is None:
+            return "no_swap_route"
+
+        def evaluate(amount: int) -> tuple[int, Valued] | None:
+            v = self._value(k, amount, book)
+            return None if v is None else (v.profit_usd_e8, v)
+
+        if self.sizing == "max":
+            found = evaluate(k.limit)
+            if found is None:
+                return self._why_not(k, k.limit, book)
+            valued = found[1]
+        else:
+            lo = max(1, k.limit >> 12)
+            best = sizing.maximize(evaluate, lo, k.limit, extra=(k.limit,))
+            if best is None:
+                return self._why_not(k, k.limit, book)
+            valued = best.value  # type: ignore[assignment]
+        if valued.profit_debt_units <= 0:
+            return "below_min_profit"
+        return self._opportunity(block, k, valued)
+
+    def _why_not(self, k: Candidate, amount: int, book: Any) -> str:
+        liq = am.collateral_for_debt(amount, k.debt, k.coll, k.bonus, k.c.protocol_fee_bps)
+        if liq.debt_to_cover <= 0 or liq.collateral_to_liquidator <= 0 or am.leaves_dust(
+                self.cfg.rules, liq, k.debt, k.coll):
+            return "no_inventory" if k.capped else "dust_or_zero_size"
+        return "no_swap_route"
+
+    def _value(self, k: Candidate, amount: int, book: Any) -> Valued | None:
+        """Liquidating `amount` of the debt: what the protocol takes and gives (exact), the
+        best swap back on `book`, and the profit in debt base units and USD e8."""
+        liq = am.collateral_for_debt(amount, k.debt, k.coll, k.bonus, k.c.protocol_fee_bps)
+        if liq.debt_to_cover <= 0 or liq.collateral_to_liquidator <= 0:
+            return None
+        if am.leaves_dust(self.cfg.rules, liq, k.debt, k.coll):
+            return None
+        if k.fee_clamp is not None and liq.collateral_taken >= k.coll.balance:
+            liq = am.clamp_protocol_fee(liq, *k.fee_clamp)
+        requested = amount
+        if requested >= k.debt.balance and self.cfg.rules == "v3.3" and not k.capped:
+            # v3.3 refuses to leave dust: a full close asks for "all allowed" so the interest
+            # accrued by the next block is repaid too. (v3.0 can revert with an arithmetic
+            # underflow when burning the exact full debt, by one wei of rayDiv rounding; there
+            # the exact amount read is asked for.)
+            requested = MAX_UINT
+        # what the contract takes up front (flash loan or pulled from inventory): a full close
+        # or all the collateral grows with the interest accrued by the next block, so 0.01%
+        # headroom (returned with the profit), never more than was asked for
+        upfront = liq.debt_to_cover
+        if requested != liq.debt_to_cover:
+            upfront = min(requested, liq.debt_to_cover + liq.debt_to_cover // 10_000 + 1)
+            if k.route == "inventory" and k.capped:
+                upfront = min(upfront, k.limit)
+        premium = am.percent_mul(upfront, self.flash_premium_bps) if k.route == "flash" else 0
+        route = book.quote(k.c.asset, k.d.asset, liq.collateral_to_liquidator)
+        if route is None or route.amount_out <= 0:
+            return None
+        profit = route.amount_out - liq.debt_to_cover - premium
+        sign = 1 if profit >= 0 else -1
+        return Valued(amount=amount, requested=requested, liq=liq, route=route, upfront=upfront, premium=premium,
+                      profit_debt_units=profit, profit_usd_e8=sign * self._to_usd_e8(k.debt.to_base(abs(profit))))
+
+    def _opportunity(self, block: int, k: Candidate, v: Valued) -> Opportunity:
+        c, d, liq, route = k.c, k.d, v.liq, v.route
+        debt_value = k.debt.to_base(liq.debt_to_cover)
+        received_value = k.coll.to_base(liq.collateral_to_liquidator)
+        detail = AaveLiquidation(
+            user=k.user, collateral_asset=c.asset, collateral_symbol=c.symbol, debt_asset=d.asset,
+            debt_symbol=d.symbol, debt_requested=v.requested, debt_to_cover=liq.debt_to_cover,
+            collateral_to_liquidator=liq.collateral_to_liquidator, protocol_fee=liq.protocol_fee,
+            health_factor_wad=k.hf, close_factor_bps=am.close_factor_bps(k.hf),
+            bonus_usd_e8=self._to_usd_e8(k.coll.to_base(liq.collateral_taken) - debt_value),
+            protocol_fee_usd_e8=self._to_usd_e8(k.coll.to_base(liq.protocol_fee)),
+            swap_cost_usd_e8=self._to_usd_e8(received_value - k.debt.to_base(route.amount_out)),
+            swap_fee_tier=route.fee_tier, swap_out=route.amount_out, route=k.route,
+            flash_amount=v.upfront if k.route == "flash" else 0, flash_premium=v.premium,
+            flash_premium_usd_e8=self._to_usd_e8(k.debt.to_base(v.premium)),
+            swap_route=route.describe(self.symbol), max_size=v.amount == k.limit)
+        min_profit = v.profit_debt_units * self.cfg.flash_min_profit_share_bps // 10_000
+        hops = len(route.hops)
+        if k.route == "inventory":
+            plan = TxPlan(
+                to=self.cfg.flash_liquidator,
+                data=F_INVENTORY.encode(c.asset, d.asset, k.user, v.requested, v.upfront, route.encode(), min_profit),
+                gas_limit=self.cfg.gas_limit,
+                approvals=(Approval(d.asset, self.cfg.flash_liquidator, v.upfront),),
+                description=f"liquidation {c.symbol}/{d.symbol} {k.user} from inventory",
+            )
+            spend: tuple[tuple[str, int], ...] = ((d.asset, v.upfront),)
+            gas = self.cfg.gas_estimate
+        else:
+            plan = TxPlan(
+                to=self.cfg.flash_liquidator,
+                data=F_FLASH.encode(c.asset, d.asset, k.user, v.requested, v.upfront, route.encode(), min_profit),
+                gas_limit=self.cfg.flash_gas_limit,
+                description=f"flash liquidation {c.symbol}/{d.symbol} {k.user}",
+            )
+            spend = ()
+            gas = self.cfg.flash_gas_estimate
+        return Opportunity(
+            protocol=self.name, kind=self.kind, account=k.user, block=block,
+            gross_profit_usd_e8=v.profit_usd_e8, gas_units=gas + HOP_GAS * max(0, hops - 1), plan=plan,
+            spend=spend, detail=detail, risk_e18=10**18 - min(k.hf, 10**18), routes=(route,) if hops else ())
+
+    def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
+        """Sized again on `book` (the swaps ranked before it applied): no I/O."""
+        found = self._candidates.get((opp.account, opp.detail.route))
+        if found is None:
+            return opp
+        block, k = found
+        again = self._size(block, k, book)
+        return None if isinstance(again, str) else again
 
     def _bonus_and_prices(self, pos: dict[str, Any], c: Reserve, d: Reserve) -> tuple[int, int, int]:
         bonus, c_price, d_price = c.liquidation_bonus_bps, c.price, d.price
@@ -497,76 +662,15 @@ class Adapter(BaseAdapter):
     def _to_usd_e8(self, base: int) -> int:
         return base * 10**8 // self.base_unit
 
-    def _price(self, head: Head, draft: AaveLiquidation, coll: am.Side, debt: am.Side, c: Reserve, d: Reserve,
-               swap_out: int, fee_tier: int) -> Opportunity | None:
-        debt_value = debt.to_base(draft.debt_to_cover)
-        received_value = coll.to_base(draft.collateral_to_liquidator)
-        fee_value = coll.to_base(draft.protocol_fee)
-        taken_value = coll.to_base(draft.collateral_to_liquidator + draft.protocol_fee)
-        swap_value = debt.to_base(swap_out)
-        flash_amount = premium = 0
-        if draft.route == "flash":
-            flash_amount = draft.debt_to_cover
-            if draft.debt_requested != draft.debt_to_cover:
-                # a full close (max uint) or all the collateral: the amount the protocol takes
-                # grows with the interest accrued by the next block; borrow 0.01% headroom
-                # (returned with the profit) but never more than was asked for
-                flash_amount = min(draft.debt_requested, draft.debt_to_cover + draft.debt_to_cover // 10_000 + 1)
-            premium = am.percent_mul(flash_amount, self.flash_premium_bps)
-        premium_value = debt.to_base(premium)
-        detail = AaveLiquidation(
-            **{**_fields(draft),
-               "bonus_usd_e8": self._to_usd_e8(taken_value - debt_value),
-               "protocol_fee_usd_e8": self._to_usd_e8(fee_value),
-               "swap_cost_usd_e8": self._to_usd_e8(received_value - swap_value),
-               "swap_fee_tier": fee_tier, "swap_out": swap_out,
-               "flash_amount": flash_amount, "flash_premium": premium,
-               "flash_premium_usd_e8": self._to_usd_e8(premium_value)})
-        gross = self._to_usd_e8(swap_value - debt_value - premium_value)
-        if draft.route == "inventory":
-            plan = TxPlan(
-                to=self.pool,
-                data=F_LIQUIDATE.encode(c.asset, d.asset, draft.user, draft.debt_requested, False),
-                gas_limit=self.cfg.gas_limit,
-                approvals=(Approval(d.asset, self.pool, draft.debt_to_cover),),
-                description=f"liquidationCall {c.symbol}/{d.symbol} {draft.user}",
-            )
-            spend: tuple[tuple[str, int], ...] = ((d.asset, draft.debt_to_cover),)
-            gas = self.cfg.gas_estimate
-        else:
-            if c.asset == d.asset:
-                path = b""
-            elif fee_tier:
-                path = bytes.fromhex(c.asset[2:]) + fee_tier.to_bytes(3, "big") + bytes.fromhex(d.asset[2:])
-            else:
-                return None
-            expected_profit = swap_out - draft.debt_to_cover - premium
-            if expected_profit <= 0:
-                return None
-            min_profit = expected_profit * self.cfg.flash_min_profit_share_bps // 10_000
-            plan = TxPlan(
-                to=self.cfg.flash_liquidator,
-                data=F_FLASH.encode(c.asset, d.asset, draft.user, draft.debt_requested, flash_amount, path, min_profit),
-                gas_limit=self.cfg.flash_gas_limit,
-                description=f"flash liquidation {c.symbol}/{d.symbol} {draft.user}",
-            )
-            spend = ()
-            gas = self.cfg.flash_gas_estimate
-        return Opportunity(
-            protocol=self.name, kind=self.kind, account=draft.user, block=head.number,
-            gross_profit_usd_e8=gross, gas_units=gas, plan=plan, spend=spend, detail=detail,
-            risk_e18=10**18 - min(draft.health_factor_wad, 10**18),
-        )
-
     # -- simulation measurement -------------------------------------------------------
     def measure_tokens(self, opp: Opportunity) -> tuple[str, ...]:
         d = opp.detail
         return (d.debt_asset,) if d.collateral_asset == d.debt_asset else (d.collateral_asset, d.debt_asset)
 
     def measured_profit_usd_e8(self, opp: Opportunity, deltas: dict[str, int], return_data: bytes) -> int | None:
-        """Profit from the simulated balance changes of the keeper: debt asset gained (flash:
-        the profit sent to the owner; inventory: minus what was repaid) plus the collateral
-        received valued at the quoted swap-back rate, in USD e8."""
+        """Profit from the simulated balance changes of the keeper: both routes pay the profit
+        to the keeper in the debt asset (the inventory route returns what it pulled with it);
+        any collateral left with the keeper (none expected) is valued at the quoted rate."""
         d = opp.detail
         r = self.reserve(d.debt_asset)
         if r is None or r.price <= 0:
@@ -574,7 +678,19 @@ class Adapter(BaseAdapter):
         debt_units = deltas.get(d.debt_asset, 0)
         if d.collateral_asset != d.debt_asset and d.collateral_to_liquidator:
             debt_units += deltas.get(d.collateral_asset, 0) * d.swap_out // d.collateral_to_liquidator
-        return self._to_usd_e8(debt_units * r.price // r.unit)
+        return self._debt_units_usd_e8(r, debt_units)
+
+    def _debt_units_usd_e8(self, r: Reserve, units: int) -> int:
+        sign = 1 if units >= 0 else -1
+        return sign * self._to_usd_e8(abs(units) * r.price // r.unit)
+
+    def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None:
+        """The profit the keeper's contract paid out (its Liquidated event), at the debt
+        asset's oracle price of the block the opportunity was priced on."""
+        r = self.reserve(opp.detail.debt_asset)
+        if r is None or r.price <= 0 or "profit" not in realized:
+            return None
+        return self._debt_units_usd_e8(r, realized["profit"])
 
     async def _positions(self, users: list[str], block: int) -> dict[str, dict[str, Any]]:
         calls: list[Call] = []
@@ -605,7 +721,7 @@ class Adapter(BaseAdapter):
                     debt[r.asset] = dbt
             if emode_id:
                 emode_ids.add(emode_id)
-            out[u] = {"collateral": collateral, "debt": debt, "emode_id": emode_id,
+            out[u] = {"collateral": collateral, "debt": debt, "emode_id": emode_id, "fee_clamp": {},
                       "uses_as_collateral": (lambda rid, b=bitmap: bool((b >> (rid * 2 + 1)) & 1))}
         if emode_ids:
             ids = sorted(emode_ids)
@@ -643,7 +759,7 @@ class Adapter(BaseAdapter):
         for lg in receipt.get("logs", []):
             if (self.cfg.flash_liquidator and lg.get("topics") and lg["topics"][0] == EV_FLASH.topic0
                     and lg["address"].lower() == self.cfg.flash_liquidator.lower()):
-                out["flash_profit"] = EV_FLASH.decode(lg)["profit"]  # debt base units sent to the owner
+                out["profit"] = EV_FLASH.decode(lg)["profit"]  # debt base units sent to the owner
         for lg in receipt.get("logs", []):
             if lg.get("topics") and lg["topics"][0] == EV_LIQUIDATION.topic0 and lg["address"].lower() == self.pool.lower():
                 ev = EV_LIQUIDATION.decode(lg)

@@ -401,6 +401,10 @@ class Adapter(BaseAdapter):
         return {"reward": reward, "reward_usd": reward / 1e18, "accounts": accounts, "fully_liquidated": full,
                 "flagged": flagged, "positions_liquidated": closed}
 
+    def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None:
+        """The keeper's reward from the LiquidationAttempt events (sUSD, 18 decimals, at $1)."""
+        return realized["reward"] // USD_E8_PER_WAD if "reward" in realized else None
+
     def describe(self, opp: Opportunity) -> str:
         d = opp.detail
         if d.action == "liquidateFlagged":
