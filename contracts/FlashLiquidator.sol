@@ -2,15 +2,24 @@
 pragma solidity 0.8.24;
 
 import "SwapInterfaces.sol";
+import "SafeToken.sol";
 
-/// Zero-inventory Aave V3 liquidations: flash-borrow the debt asset (flashLoanSimple), call
-/// liquidationCall, sell the seized collateral back on Uniswap V3 along the path the keeper
-/// passes in, repay the loan plus premium, require profit >= minProfit, send the profit to
-/// the owner. Holds nothing between calls.
+/// Aave V3 liquidations for the keeper, two ways:
+///  - liquidate: zero inventory. Flash-borrow the debt asset (flashLoanSimple), call
+///    liquidationCall, sell all the seized collateral along `route` (SafeToken.sol's
+///    RouteSwapper: Uniswap V3 / V2 hops), repay loan + premium, send the rest (>= minProfit)
+///    to the owner.
+///  - liquidateWithInventory: the owner's own debt asset. Pull `pullAmount` from the owner,
+///    liquidationCall, sell the collateral along `route`, send everything back to the owner
+///    (>= pullAmount + minProfit). The owner never holds the seized collateral.
+/// Holds nothing between calls (sweep returns strays to the owner).
 ///
 /// Safety: only the owner may start a liquidation; the flash callback accepts only the
 /// expected pool as caller, this contract as initiator, and only while a liquidation that
-/// the owner started is in progress. A swap that leaves less than minProfit reverts.
+/// the owner started is in progress. The route output has a minimum (SwapOutputTooLow) and
+/// the result a minimum profit (ProfitTooLow). Tokens are called through SafeToken (tokens
+/// without return values, approve non-zero -> non-zero refused); allowances are set exactly
+/// before each use, never relied on from before.
 
 interface IAavePool {
     function flashLoanSimple(address receiver, address asset, uint256 amount, bytes calldata params, uint16 referral)
@@ -19,10 +28,11 @@ interface IAavePool {
         external;
 }
 
-contract FlashLiquidator {
+contract FlashLiquidator is RouteSwapper {
+    using SafeToken for address;
+
     address public immutable owner;
     IAavePool public immutable pool;
-    ISwapRouterMin public immutable router;
 
     uint256 private constant IDLE = 1;
     uint256 private constant BUSY = 2;
@@ -33,7 +43,6 @@ contract FlashLiquidator {
     error BadInitiator();
     error NotInProgress();
     error ProfitTooLow(uint256 profit, uint256 minProfit);
-    error TransferFailed();
 
     event Liquidated(address indexed user, address indexed collateral, address indexed debt, uint256 profit);
 
@@ -41,32 +50,38 @@ contract FlashLiquidator {
         address collateral;
         address user;
         uint256 debtToCover;
-        bytes path; // collateral -> ... -> debt asset, Uniswap V3 packed path; empty if collateral == debt
+        bytes route; // abi.encode(Hop[]) collateral -> ... -> debt asset; empty if collateral == debt
+        uint256 minProfit;
     }
 
-    constructor(address pool_, address router_) {
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner();
+        _;
+    }
+
+    constructor(address pool_, address v3Router_) RouteSwapper(v3Router_) {
         owner = msg.sender;
         pool = IAavePool(pool_);
-        router = ISwapRouterMin(router_);
     }
 
-    /// @return profit in debt asset base units, sent to the owner
+    /// Flash-loan liquidation. @return profit in debt asset base units, sent to the owner
     function liquidate(
         address collateral,
         address debt,
         address user,
         uint256 debtToCover,
         uint256 flashAmount,
-        bytes calldata path,
+        bytes calldata route,
         uint256 minProfit
-    ) external returns (uint256 profit) {
-        if (msg.sender != owner) revert NotOwner();
+    ) external onlyOwner returns (uint256 profit) {
         state = BUSY;
-        pool.flashLoanSimple(address(this), debt, flashAmount, abi.encode(Job(collateral, user, debtToCover, path)), 0);
+        pool.flashLoanSimple(
+            address(this), debt, flashAmount, abi.encode(Job(collateral, user, debtToCover, route, minProfit)), 0
+        );
         state = IDLE;
         profit = IERC20Min(debt).balanceOf(address(this));
         if (profit < minProfit) revert ProfitTooLow(profit, minProfit);
-        if (profit > 0 && !IERC20Min(debt).transfer(owner, profit)) revert TransferFailed();
+        if (profit > 0) debt.safeTransfer(owner, profit);
         emit Liquidated(user, collateral, debt, profit);
     }
 
@@ -79,27 +94,60 @@ contract FlashLiquidator {
         if (initiator != address(this)) revert BadInitiator();
         if (state != BUSY) revert NotInProgress();
         Job memory job = abi.decode(params, (Job));
-        IERC20Min(asset).approve(address(pool), type(uint256).max); // liquidationCall and the repayment pull from here
-        uint256 collBefore = IERC20Min(job.collateral).balanceOf(address(this));
-        pool.liquidationCall(job.collateral, asset, job.user, job.debtToCover, false);
-        if (job.collateral != asset) {
-            uint256 seized = IERC20Min(job.collateral).balanceOf(address(this)) - collBefore;
-            _swapBack(job.path, job.collateral, asset, seized, amount + premium);
-        }
-        return true; // the pool pulls amount + premium; what stays here is the profit
+        uint256 owed = amount + premium;
+        asset.forceApprove(address(pool), amount); // liquidationCall pulls the debt repaid from here
+        _liquidateAndSell(job.collateral, asset, job.user, job.debtToCover, job.route, owed + job.minProfit);
+        asset.forceApprove(address(pool), owed); // the pool pulls amount + premium; what stays is the profit
+        return true;
     }
 
-    function _swapBack(bytes memory path, address collateral, address asset, uint256 seized, uint256 owed) private {
-        uint256 have = IERC20Min(asset).balanceOf(address(this));
-        IERC20Min(collateral).approve(address(router), seized);
-        router.exactInput(
-            ISwapRouterMin.ExactInputParams({
-                path: path,
-                recipient: address(this),
-                deadline: block.timestamp,
-                amountIn: seized,
-                amountOutMinimum: owed > have ? owed - have : 0
-            })
-        );
+    /// Liquidation with the owner's own debt asset (the owner approved this contract for
+    /// `pullAmount`). Everything comes back to the owner in this call.
+    /// @return profit = what came back - pullAmount, in debt asset base units
+    function liquidateWithInventory(
+        address collateral,
+        address debt,
+        address user,
+        uint256 debtToCover,
+        uint256 pullAmount,
+        bytes calldata route,
+        uint256 minProfit
+    ) external onlyOwner returns (uint256 profit) {
+        debt.safeTransferFrom(msg.sender, address(this), pullAmount);
+        debt.forceApprove(address(pool), pullAmount);
+        _liquidateAndSell(collateral, debt, user, debtToCover, route, pullAmount + minProfit);
+        debt.forceApprove(address(pool), 0); // what liquidationCall did not pull
+        uint256 fin = IERC20Min(debt).balanceOf(address(this));
+        if (fin < pullAmount + minProfit) revert ProfitTooLow(fin > pullAmount ? fin - pullAmount : 0, minProfit);
+        debt.safeTransfer(msg.sender, fin);
+        profit = fin - pullAmount;
+        emit Liquidated(user, collateral, debt, profit);
+    }
+
+    /// liquidationCall, then sell all the collateral it seized (balance delta) along `route`
+    /// for at least `need` - (debt asset held before the swap). Same asset: nothing to sell.
+    function _liquidateAndSell(
+        address collateral,
+        address debt,
+        address user,
+        uint256 debtToCover,
+        bytes memory route,
+        uint256 need
+    ) private {
+        uint256 collBefore = IERC20Min(collateral).balanceOf(address(this));
+        pool.liquidationCall(collateral, debt, user, debtToCover, false);
+        if (collateral == debt) {
+            if (_decodeRoute(route, collateral, debt).length != 0) revert BadRoute();
+            return;
+        }
+        uint256 seized = IERC20Min(collateral).balanceOf(address(this)) - collBefore;
+        uint256 have = IERC20Min(debt).balanceOf(address(this));
+        _swapRoute(route, collateral, debt, seized, need > have ? need - have : 0);
+    }
+
+    /// Send this contract's whole balance of `token` to the owner.
+    function sweep(address token) external onlyOwner {
+        uint256 bal = IERC20Min(token).balanceOf(address(this));
+        if (bal > 0) token.safeTransfer(owner, bal);
     }
 }

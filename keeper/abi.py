@@ -127,8 +127,53 @@ ERROR_STRING = bytes.fromhex("08c379a0")
 PANIC = bytes.fromhex("4e487b71")
 
 
+class CustomError:
+    __slots__ = ("name", "types", "names", "selector")
+
+    def __init__(self, entry: dict[str, Any]):
+        self.name = entry["name"]
+        self.types = [_type_str(i) for i in entry.get("inputs", [])]
+        self.names = [i.get("name") or "" for i in entry.get("inputs", [])]
+        self.selector = keccak(text=f"{self.name}({','.join(self.types)})")[:4]
+
+    def render(self, args: bytes) -> str:
+        values = abi_decode(self.types, args) if self.types else ()
+        parts = [f"{n}={_show(v)}" if n else _show(v) for n, v in zip(self.names, values)]
+        return f"{self.name}({', '.join(parts)})"
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (bytes, bytearray)):
+        return "0x" + bytes(v).hex()
+    if isinstance(v, str) and len(v) == 42 and v.startswith("0x"):
+        return to_checksum(v)
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_show(x) for x in v) + ")"
+    return str(v)
+
+
+@cache
+def custom_errors() -> dict[bytes, CustomError]:
+    """selector -> error, for every `error` entry in abis/*.json (first file in name order wins)."""
+    out: dict[bytes, CustomError] = {}
+    for path in sorted(ABI_DIR.glob("*.json")):
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(entries, list):
+            continue
+        for e in entries:
+            if isinstance(e, dict) and e.get("type") == "error" and "name" in e:
+                err = CustomError(e)
+                out.setdefault(err.selector, err)
+    return out
+
+
 def decode_revert(data: bytes) -> str:
-    """Revert data -> reason: the Error(string) text, 'panic 0x..', or the custom error selector."""
+    """Revert data -> reason: the Error(string) text, 'panic 0x..', a custom error declared in
+    abis/*.json with its arguments ('ProfitTooLow(profit=1, minProfit=2)'), or for an unknown
+    selector 'custom error 0x........'."""
     if not data:
         return "reverted without data"
     try:
@@ -138,6 +183,12 @@ def decode_revert(data: bytes) -> str:
             return f"panic 0x{abi_decode(['uint256'], data[4:])[0]:02x}"
     except Exception:
         pass
+    err = custom_errors().get(bytes(data[:4]))
+    if err is not None:
+        try:
+            return err.render(bytes(data[4:]))
+        except Exception:
+            return f"{err.name}(undecodable arguments 0x{bytes(data[4:]).hex()})"
     return f"custom error 0x{data[:4].hex()}"
 
 

@@ -34,12 +34,15 @@ async def test_keeper_liquidates_after_a_price_drop_and_is_paid_exactly_what_the
     assert len(confirmed) >= 3, [(o.status, o.reason) for o in outs]
     events = liquidation_events(chain, start + 1)
     assert len(events) == len(confirmed)
-    # the keeper's token balances move by exactly what the LiquidationCall events say
+    # the keeper's contract liquidates, sells the collateral back in the same transaction and
+    # returns what it took from the keeper with the profit: the keeper's balances move by exactly
+    # the profits its Liquidated events report, in the debt assets, and hold no collateral
+    liquidator = chain.dep.extras["flash_liquidator"]
     expected_delta: dict[str, int] = defaultdict(int)
     for ev in events:
-        assert ev["liquidator"].lower() == KEEPER.lower() and ev["receiveAToken"] is False
-        expected_delta[ev["collateralAsset"].lower()] += ev["liquidatedCollateralAmount"]
-        expected_delta[ev["debtAsset"].lower()] -= ev["debtToCover"]
+        assert ev["liquidator"].lower() == liquidator.lower() and ev["receiveAToken"] is False
+    for o in confirmed:
+        expected_delta[o.opp.detail.debt_asset.lower()] += o.realized["profit"]
     for sym, addr in chain.dep.tokens.items():
         assert chain.balance(sym, KEEPER) - before[sym] == expected_delta[addr.lower()], sym
     # and the keeper predicted those amounts: to the wei when it asked for an exact amount

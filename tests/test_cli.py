@@ -94,7 +94,7 @@ def both_routes_env(url: str) -> dict[str, str]:
 def test_scan_shows_the_route_run_would_take(chain):
     """Both routes of an account share one key; scan used to show whichever the adapter listed
     last (flash), while run acts on the one that nets more (or that inventory allows)."""
-    import tomllib
+    from keeper import abi
 
     chain.shock("WETH", -12)
     env = both_routes_env(chain.url)
@@ -107,9 +107,9 @@ def test_scan_shows_the_route_run_would_take(chain):
     run = keeper_cmd("run", "--config", str(DEVNET_CONFIG), "--dry-run", "--once", env=env)
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
-    aave = next(pr for pr in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"] if pr["name"] == "aave-v3-devnet")
-    flash = aave["flash_liquidator"].lower()
-    sent = {e["account"].lower(): ("flash" if e["to"].lower() == flash else "inventory")
+    # both routes call the keeper's liquidator contract: the function tells them apart
+    flash = "0x" + abi.load("FlashLiquidator").fn("liquidate").selector.hex()
+    sent = {e["account"].lower(): ("flash" if e["data"].startswith(flash) else "inventory")
             for e in events if e["event"] == "dry_run_send"}
     assert len(sent) >= 3
     assert {"inventory", "flash"} <= {e.get("route") for e in events if e["event"] == "opportunity"}  # both competed

@@ -45,6 +45,7 @@ class Executor:
         self.stopping = False  # set on shutdown: nothing new is simulated or sent
         self.tasks: set[asyncio.Task[list[Outcome]]] = set()
         self._dispatching: set[str] = set()  # keys handed to a batch that has not finished
+        self._approved: set[tuple[str, str]] = set()  # (token, spender) known to have a full allowance
 
     @property
     def in_flight(self) -> set[str]:
@@ -128,6 +129,17 @@ class Executor:
         `earlier`: the plans this batch sent (or would send) before this one."""
         return tuple(earlier), "latest"
 
+    def _approval_calls(self, plan: TxPlan) -> tuple[TxPlan, ...]:
+        """The approvals the plan needs and the keeper may not have made yet, as calls to run
+        before it in the simulation: reset to zero (USDT-like tokens refuse non-zero to
+        non-zero), then the full allowance the executor would set."""
+        out: list[TxPlan] = []
+        for ap in plan.approvals:
+            if (ap.token.lower(), ap.spender.lower()) not in self._approved:
+                out += [TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, 0), gas_limit=100_000),
+                        TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, MAX_UINT), gas_limit=100_000)]
+        return tuple(out)
+
     async def _check(self, p: Priced, head: Head, native_usd_e8: int,
                      earlier: list[TxPlan] | None = None) -> tuple[Priced, MeasuredSim] | Outcome:
         """Simulate, measure and re-price; returns (repriced, sim) or a skip Outcome."""
@@ -171,8 +183,8 @@ class DryRunExecutor(Executor):
     done; TxPlan.prerequisites such as vat.hope) are simulated in the same block."""
 
     async def _sim_context(self, p: Priced, earlier: list[TxPlan]) -> tuple[tuple[TxPlan, ...], str]:
-        # what this batch would have sent before it, then its own set-up calls
-        return tuple(earlier) + p.opp.plan.prerequisites, "latest"
+        # what this batch would have sent before it, then its own set-up calls and approvals
+        return tuple(earlier) + p.opp.plan.prerequisites + self._approval_calls(p.opp.plan), "latest"
 
     async def _run_batch(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
         outs = []
@@ -188,7 +200,7 @@ class DryRunExecutor(Executor):
             repriced, sim = r
             _, max_fee, prio = self.fees(head)
             plan = p.opp.plan
-            would_send += [*plan.prerequisites, plan]
+            would_send += [*plan.prerequisites, *self._approval_calls(plan), plan]
             for pre in plan.prerequisites:
                 self.log.info("dry_run_setup", protocol=p.opp.protocol, to=pre.to, data="0x" + pre.data.hex(),
                               description=pre.description)
@@ -219,10 +231,10 @@ class LiveExecutor(Executor):
             log.warning("journal_repaired", journal=str(journal.path), detail=journal.repaired)
         timeout = cfg.chain.rpc_timeout_s + (cfg.relay.timeout_s if cfg.relay is not None else 0) + 1
         self.tx = TxManager(rpc, signer, cfg.keeper, journal, log, broadcaster, broadcast_timeout_s=timeout)
-        self._approved: set[tuple[str, str]] = set()
         self._prereqs_done: set[tuple[str, bytes]] = set()
         self._setup_mined: set[str] = set()  # set-up intents mined successfully
         self._sent: dict[str, tuple[Priced, MeasuredSim]] = {}  # intent id -> what it was for
+        self._mined_meanwhile: list[Tracked] = []  # seen mined by a set-up call's receipt wait
 
     @property
     def in_flight(self) -> set[str]:
@@ -246,12 +258,14 @@ class LiveExecutor(Executor):
         count (one request, only while some are tracked as pending). A node without
         eth_simulateV1 simulates on "pending" instead."""
         pending = sorted((t for t in self.tx.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
+        setup = tuple(pre for pre in p.opp.plan.prerequisites if (pre.to.lower(), pre.data) not in self._prereqs_done)
+        setup += self._approval_calls(p.opp.plan)
         if not pending:
-            return (), "latest"
+            return setup, "latest"
         if self.simulator.has_simulate_v1 is False:
-            return (), "pending"
+            return setup, "pending"
         mined_below = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), "nonce")
-        return tuple(t.plan for t in pending if t.nonce >= mined_below), "latest"
+        return tuple(t.plan for t in pending if t.nonce >= mined_below) + setup, "latest"
 
     async def start(self) -> None:
         await self.tx.start()
@@ -271,19 +285,28 @@ class LiveExecutor(Executor):
             raise TransientError(f"{what} would revert: {sim.reason}")
         t = await self.tx.send(plan, min(plan.gas_limit, sim.gas_used * 13 // 10 + 20_000), head, key=key)
         self.log.info("setup_sent", description=what, tx=t.latest_hash, nonce=t.nonce)
-        await self.tx.wait([t], self.cfg.keeper.receipt_timeout_s * 4)
+        mined = await self.tx.wait([t], self.cfg.keeper.receipt_timeout_s * 4)
+        # the receipt poll sees every transaction of ours that got mined meanwhile: the ones
+        # that are not this set-up call are reported by the batch (or the next block)
+        self._mined_meanwhile += [m for m in mined if m is not t]
         if t.receipt is None or t.receipt.get("status") != "0x1":
             raise TransientError(f"{what} did not succeed")
         self._setup_mined.add(key)
 
-    async def _ensure_prerequisites(self, plan: TxPlan, head: Head) -> None:
+    async def _ensure_prerequisites(self, plan: TxPlan, head: Head) -> bool:
+        """Send the plan's one-time set-up calls not done yet; True if any was sent."""
+        sent = False
         for pre in plan.prerequisites:
             key = (pre.to.lower(), pre.data)
             if key not in self._prereqs_done:
                 await self._setup_send(pre, head, pre.description or f"set-up call to {pre.to}")
                 self._prereqs_done.add(key)
+                sent = True
+        return sent
 
-    async def _ensure_allowance(self, plan: TxPlan, head: Head) -> None:
+    async def _ensure_allowance(self, plan: TxPlan, head: Head) -> bool:
+        """Make sure of the plan's token allowances; True if an approval was sent."""
+        sent = False
         for ap in plan.approvals:
             key = (ap.token.lower(), ap.spender.lower())
             if key in self._approved:
@@ -296,8 +319,10 @@ class LiveExecutor(Executor):
                 approve = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, MAX_UINT), gas_limit=100_000)
                 await self._setup_send(approve, head, f"approve {ap.token} for {ap.spender}")
                 cur = MAX_UINT
+                sent = True
             if cur >= MAX_UINT // 2:
                 self._approved.add(key)
+        return sent
 
     def _profit_cap_wei(self, p: Priced, native_usd_e8: int) -> int:
         """Fees may never exceed what the action pays (gross, before gas), in wei."""
@@ -313,19 +338,26 @@ class LiveExecutor(Executor):
             if p.opp.key in self.tx.in_flight_keys():  # sent by another batch meanwhile
                 outs.append(self._skip(p, "in_flight"))
                 continue
+            # simulate first (with the set-up calls it needs run before it), so nothing is spent
+            # on approvals for a liquidation that would revert; then the set-up, then once more
+            r = await self._check(p, head, native_usd_e8)
+            if isinstance(r, Outcome):
+                outs.append(r)
+                continue
             try:
-                await self._ensure_prerequisites(p.opp.plan, head)
-                await self._ensure_allowance(p.opp.plan, head)
+                did_setup = await self._ensure_prerequisites(p.opp.plan, head)
+                did_setup = await self._ensure_allowance(p.opp.plan, head) or did_setup
             except SendRefused as e:
                 outs.append(self._skip(p, e.reason, **e.detail))
                 continue
             except (TransientError, RpcError) as e:
                 outs.append(self._skip(p, "setup_failed", error=str(e)))
                 continue
-            r = await self._check(p, head, native_usd_e8)
-            if isinstance(r, Outcome):
-                outs.append(r)
-                continue
+            if did_setup:
+                r = await self._check(p, head, native_usd_e8)
+                if isinstance(r, Outcome):
+                    outs.append(r)
+                    continue
             repriced, sim = r
             gas = min(p.opp.plan.gas_limit, sim.gas_used * 13 // 10 + 20_000)
             try:
@@ -345,13 +377,17 @@ class LiveExecutor(Executor):
                           uncertain=t.uncertain, **detail)
             self._sent[t.id] = (repriced, sim)
             sent.append(t)
-        if sent:
-            mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s)
-            outs.extend(o for o in (self._finish(t) for t in mined) if o is not None)
+        mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s) if sent else []
+        mined += self._drain_mined_meanwhile()
+        outs.extend(o for o in (self._finish(t) for t in mined) if o is not None)
         return outs
 
+    def _drain_mined_meanwhile(self) -> list[Tracked]:
+        out, self._mined_meanwhile = self._mined_meanwhile, []
+        return out
+
     async def on_block(self, head: Head) -> list[Outcome]:
-        mined = await self.tx.on_block(head, self._resimulate)
+        mined = await self.tx.on_block(head, self._resimulate) + self._drain_mined_meanwhile()
         # re-target private bundles not in yet
         await self.tx.broadcaster.on_block(head, {h for t in self.tx.pending.values() if t.status == "pending"
                                                   for h in t.hashes})
