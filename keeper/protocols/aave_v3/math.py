@@ -10,6 +10,33 @@ Two rule sets:
 - "v3.3": 100% of the reserve debt unless the reserve's collateral and debt are both
   ≥ $2,000 and HF > 0.95, then at most 50% of the user's *total* debt; and the dust rule:
   liquidate all debt, or all collateral, or leave ≥ $1,000 of each.
+
+The protocol-fee clamp (`clamp_protocol_fee`, or `size_liquidation(..., user_scaled_balance=,
+liquidity_index_ray=)`). executeLiquidationCall first burns (or, with receiveAToken, moves)
+the liquidator's collateral, `collateral_to_liquidator.rayDiv(index)` scaled aTokens, then
+sends the fee to the treasury; if `fee.rayDiv(index)` exceeds the user's scaled aToken
+balance left by then, the fee becomes `scaledLeft.rayMul(index)`. It only bites when the
+whole collateral balance is seized (the rounding of balanceOf = scaled.rayMul(index) and of
+the two rayDiv's leaves one scaled unit short), and lowers the fee, usually by 1 wei; the
+liquidator's part and the debt repaid do not change. Its inputs, which the adapter must
+read beside the balances, at the same block, for the collateral reserve:
+
+- `AToken(collateral).scaledBalanceOf(user)`  (the user's scaled collateral balance),
+- `Pool.getReserveNormalizedIncome(collateral)`  (the liquidity index the tx will use:
+  the collateral reserve's nextLiquidityIndex, the same number getNormalizedIncome gives
+  once updateState ran in that block).
+
+Exactness and the block the inputs are read at. Every input here is a function of the
+block timestamp: balanceOf (collateral and debt) is scaled × index, and both indexes accrue
+interest per second. The adapter reads at block N while its transaction executes at N+1
+(or later), so the prediction is exact only if nothing touching the position or its two
+reserves happens in between *and* the inputs are read at N+1's timestamp; read at N's, the
+balances are the interest of Δt too low (the debt repaid and, when all collateral goes, the
+collateral taken are a little larger on chain; the clamp may or may not trigger). A keeper
+that knows the next timestamp (slot times on Ethereum: N's + 12 s) can read with an
+`eth_call` block override `{"time": next_timestamp}`. tests/test_aave_fuzz.py pins it that
+way: it reads at "latest" with the block override time T, then `evm_setNextBlockTimestamp(T)`
+and sends liquidationCall, so the reads and the execution see the same indexes to the wei.
 """
 
 from __future__ import annotations
@@ -38,7 +65,13 @@ def percent_div(value: int, percentage_bps: int) -> int:
 
 
 def ray_mul(a: int, b: int) -> int:
+    """WadRayMath.rayMul: a × b / 1e27, rounded half up."""
     return (a * b + RAY // 2) // RAY
+
+
+def ray_div(a: int, b: int) -> int:
+    """WadRayMath.rayDiv: a × 1e27 / b, rounded half up (b // 2 added before the division)."""
+    return (a * RAY + b // 2) // b
 
 
 def is_liquidatable(health_factor_wad: int, total_debt_base: int) -> bool:
@@ -143,12 +176,19 @@ def size_liquidation(
     bonus_bps: int,
     protocol_fee_bps: int,
     inventory: int | None = None,
+    user_scaled_balance: int | None = None,
+    liquidity_index_ray: int | None = None,
 ) -> Liquidation | None:
     """The largest liquidation the rules allow (and the inventory pays for), or None.
 
     `inventory` caps the debt the keeper can repay from its own balance (None: no cap,
-    e.g. a flash loan). Under v3.3, a size that would leave dust is not allowed; if the
-    cap makes it leave dust, there is no valid liquidation with this inventory.
+    e.g. a flash loan); passing the debtToCover of a liquidationCall there gives what that
+    call does (max uint: all the rules allow). Under v3.3, a size that would leave dust is
+    not allowed; if the cap makes it leave dust, there is no valid liquidation with this
+    inventory. With `user_scaled_balance` and `liquidity_index_ray` (the collateral aToken's
+    scaledBalanceOf(user) and the collateral reserve's normalized income) the protocol fee
+    is clamped as the pool does (`clamp_protocol_fee`); without them it may be 1 wei high
+    when the whole collateral is seized.
     """
     if debt.balance <= 0 or collateral.balance <= 0 or debt.price <= 0 or collateral.price <= 0:
         return None
@@ -162,4 +202,38 @@ def size_liquidation(
         return None
     if leaves_dust(rules, liq, debt, collateral):
         return None
+    if user_scaled_balance is not None and liquidity_index_ray is not None:
+        liq = clamp_protocol_fee(liq, user_scaled_balance, liquidity_index_ray)
     return liq
+
+
+def clamp_protocol_fee(liq: Liquidation, user_scaled_balance: int, liquidity_index_ray: int) -> Liquidation:
+    """The protocol fee executeLiquidationCall really charges (v3.0 to v3.3 alike).
+
+    After the liquidator's collateral left the user (burn or aToken transfer, both
+    `collateral_to_liquidator.rayDiv(index)` scaled units), the fee is capped so its scaled
+    amount fits in what remains: `min(fee, scaledLeft.rayMul(index))` when
+    `fee.rayDiv(index) > scaledLeft`. collateral_to_liquidator and debt_to_cover are
+    unchanged; collateral_taken becomes collateral_to_liquidator + the clamped fee.
+
+    user_scaled_balance: AToken(collateral).scaledBalanceOf(user); liquidity_index_ray:
+    Pool.getReserveNormalizedIncome(collateral); both at the block the liquidation executes.
+    """
+    if liq.protocol_fee == 0:  # the pool skips the fee transfer (and this check) entirely
+        return liq
+    if liquidity_index_ray <= 0:
+        raise ValueError(f"liquidity index must be positive, got {liquidity_index_ray}")
+    scaled_left = user_scaled_balance - ray_div(liq.collateral_to_liquidator, liquidity_index_ray)
+    if scaled_left < 0:  # cannot happen with fee > 0 and collateral_taken <= balanceOf(user)
+        raise ValueError(
+            f"the liquidator's {liq.collateral_to_liquidator} exceed the user's scaled balance "
+            f"{user_scaled_balance} at index {liquidity_index_ray}: the collateral burn would revert")
+    if ray_div(liq.protocol_fee, liquidity_index_ray) <= scaled_left:
+        return liq
+    fee = ray_mul(scaled_left, liquidity_index_ray)
+    return Liquidation(
+        debt_to_cover=liq.debt_to_cover,
+        collateral_to_liquidator=liq.collateral_to_liquidator,
+        protocol_fee=fee,
+        collateral_taken=liq.collateral_to_liquidator + fee,
+    )
