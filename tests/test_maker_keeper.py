@@ -23,6 +23,7 @@ DOG = abi.load("MakerDog")
 CLIP = abi.load("MakerClipper")
 ERC20 = abi.load("ERC20")
 QUOTER = abi.load("UniswapV3QuoterV2")
+SPOT = abi.load("MakerSpotter")
 MAKER_DEPLOYER = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"  # anvil account 5: the dss wards
 OTHER = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"  # anvil account 7: an outside barker
 KEEPER_B = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"  # anvil account 3
@@ -87,6 +88,14 @@ def set_vat_dai(chain, who: str, rad: int) -> None:
     elif cur < rad:
         chain.send_as(MAKER_DEPLOYER, e["vat"], VAT.fn("suck").encode(e["vow"], who, rad - cur))
     assert vat_dai(chain, who) == rad
+
+
+def feed_price(chain, ilk: str) -> int:
+    """The ilk's oracle price [ray] as the Spotter last saw it (spot * mat), what a held take is valued at."""
+    e = ext(chain)
+    spot = chain.view(e["vat"], VAT.fn("ilks"), ilk_id(ilk))[2]
+    mat = chain.view(e["spotter"], SPOT.fn("ilks"), ilk_id(ilk))[1]
+    return spot * mat // RAY
 
 
 def quote_dai(chain, gem: str, amount: int) -> int:
@@ -165,8 +174,10 @@ async def test_bark_every_unsafe_vault_and_earn_tip_plus_chip_times_tab_exactly(
     paid = sum(tip + k["tab"] * chip // WAD for k in kicks)
     assert vat_dai(chain, KEEPER) - before == paid == sum(k["coin"] for k in kicks)
     # the keeper predicted each incentive to the wei, and each tab = due * chop
+    a = maker(keeper)
     for o in barks:
         assert o.opp.detail.coin == o.realized["coin"] and o.opp.detail.tab == o.realized["tab"]
+        assert a.realized_gross_usd_e8(o.opp, o.realized) == o.opp.gross_profit_usd_e8  # realized as expected
         assert o.realized["tab"] == o.realized["due"] * 113 * WAD // 100 // WAD
     assert unsafe_urns(chain, "ETH-A") == [] and await cycle(keeper) == []
 
@@ -216,7 +227,8 @@ async def test_take_when_the_price_first_reaches_the_limit_and_not_before(chain,
     start = chain.block_number()
     taken, steps = [], 0
     while not taken:
-        outs = await cycle(keeper)
+        with capture_logs() as logs:
+            outs = await cycle(keeper)
         taken = of(outs, "take")
         if not taken:
             assert outs == [] and clip_events(chain, "WBTC-A", "Take", start) == []
@@ -226,16 +238,23 @@ async def test_take_when_the_price_first_reaches_the_limit_and_not_before(chain,
     assert steps >= 2  # nothing while the price was above the limit
     cut = a.ilks["WBTC-A"].curve.cut
     margin = 200  # bps, config/devnet.toml min_margin_pct
+    mark = feed_price(chain, "WBTC-A")
     for o in taken:
         r = o.realized
         assert r["price"] <= r["max"] == o.opp.detail.limit  # take's max is the keeper's limit
         assert r["price"] * RAY // cut > r["max"]  # one step earlier it was above the limit
-        bought = vat_gem(chain, "WBTC-A", KEEPER)
-        assert bought > 0
-        # what it bought sells for at least the margin more than it paid, at the devnet's pool
-        value = quote_dai(chain, ext(chain)["ilks"]["WBTC-A"]["gem"], bought // 10**10) * RAY
-        assert value >= r["owe"] * (10_000 + margin) // 10_000
-        break
+        # the keeper keeps what it bought (no swap): valued at the oracle price, it is worth
+        # at least the margin more than it paid, and it is logged as held at that mark
+        d = o.opp.detail
+        bought = r["owe"] // r["price"]
+        assert d.held and d.mark == mark and d.fee_tier == 0 and o.opp.routes == () and bought == d.slice
+        assert bought * mark >= r["owe"] * (10_000 + margin) // 10_000
+        # realized is measured with the same mark: the stairstep price did not move, so exactly
+        assert a.realized_gross_usd_e8(o.opp, r) == o.opp.gross_profit_usd_e8 == (bought * mark - r["owe"]) * 10**8 // RAD
+    assert vat_gem(chain, "WBTC-A", KEEPER) == sum(o.realized["owe"] // o.realized["price"] for o in taken)
+    held = [x for x in logs if x["event"] == "liquidation_sent"]
+    assert len(held) == len(taken) and all(x["held"] is True and x["mark_price"] == mark / RAY for x in held)
+    assert all("swap_fee_tier" not in x and "proceeds_dai" not in x for x in held)
 
 
 async def test_linear_auction_is_taken_within_one_step_of_the_limit(chain, make_maker):
@@ -280,11 +299,21 @@ async def test_flash_take_with_zero_dai_leaves_the_profit_with_the_owner(chain, 
     flash = of(outs, "flash_take")
     assert len(flash) == len(ids) and all(o.opp.detail.route == "flash" for o in flash)
     assert any(x.get("reason") == "no_inventory" and x.get("route") == "inventory" for x in logs)
+    # each take is logged with the route its sale takes (fee tier of the first hop, the path)
+    seen = [x for x in logs if x["event"] == "opportunity" and x.get("route") == "flash"]
+    assert seen and all(x["swap_fee_tier"] == 3000 and x["swap_route"] == "WETH >v3 0.3%> DAI" for x in seen)
     profit = sum(o.realized["profit_dai"] for o in flash)
     gained = chain.view(e["dai"], ERC20.fn("balanceOf"), KEEPER)[0] - dai_before
     assert gained == profit > 0
     for o in flash:
         assert o.realized["profit_dai"] >= o.opp.detail.min_profit > 0
+        # each sale priced on the book after the ones before it in the block: realized as expected
+        # (a linear price that fell a second between the head and the take only pays more)
+        assert o.opp.routes and o.opp.detail.swap_route == "WETH >v3 0.3%> DAI"
+        if o.realized["price"] == o.opp.detail.price:
+            assert_realized_matches(a, o)
+        else:
+            assert a.realized_gross_usd_e8(o.opp, o.realized) > o.opp.gross_profit_usd_e8
     assert vat_dai(chain, KEEPER) == 0  # no capital was used
     assert chain.view(e["dai"], ERC20.fn("balanceOf"), e["take_callee"])[0] == 0
     await cycle(keeper)
@@ -345,6 +374,8 @@ async def test_stale_auction_gets_redo_and_the_incentive(chain, make_maker):
     assert sorted(o.realized["auction"] for o in redos) == sorted(ids)
     events = clip_events(chain, "ETH-A", "Redo", start + 1)
     assert {ev["kpr"].lower() for ev in events} == {KEEPER.lower()}
+    for o in redos:
+        assert maker(keeper).realized_gross_usd_e8(o.opp, o.realized) == o.opp.gross_profit_usd_e8 > 0
     assert vat_dai(chain, KEEPER) - before == sum(300 * RAD + ev["tab"] * (WAD // 1000) // WAD for ev in events)
     a = maker(keeper)
     await cycle(keeper)
@@ -441,3 +472,138 @@ async def test_auctions_and_lending_are_ranked_in_one_list(chain, make_maker):
     assert {"protocol", "account", "health_factor", "summary", "opportunity"} <= set(mrows[0])
     below = [r for r in mrows if r["health_factor"] < 1]
     assert below and all(r["opportunity"] is not None for r in below)
+
+
+# -- sizing for profit ---------------------------------------------------------------------------------
+WHALE = abi.to_checksum("0x" + "5a1e" * 10)  # a vault owner outside the seeded ones
+JOIN = abi.load("MakerGemJoin")
+
+
+def open_vault(chain, ilk: str, owner: str, usd: int, ratio_bp: int) -> tuple[int, int]:
+    """A new vault of `ilk` holding `usd` of the gem at the oracle price, with debt at
+    collateralization / mat = ratio_bp / 10,000. Returns (ink, art)."""
+    e = ext(chain)
+    info = e["ilks"][ilk]
+    _, rate, spot, _, _ = chain.view(e["vat"], VAT.fn("ilks"), ilk_id(ilk))
+    dec = chain.view(info["gem"], ERC20.fn("decimals"))[0]
+    tokens = usd * RAD // feed_price(chain, ilk) // 10 ** (18 - dec)
+    ink = tokens * 10 ** (18 - dec)
+    art = ink * spot * 10_000 // (rate * ratio_bp)
+    chain.call("anvil_setBalance", [owner, hex(10**20)])
+    chain.send_as(owner, info["gem"], ERC20.fn("mint(uint256)").encode(tokens))
+    chain.send_as(owner, info["gem"], ERC20.fn("approve").encode(info["gem_join"], tokens))
+    chain.send_as(owner, info["gem_join"], JOIN.fn("join").encode(owner, tokens))
+    chain.send_as(owner, e["vat"], VAT.fn("frob").encode(ilk_id(ilk), owner, owner, owner, ink, art))
+    return ink, art
+
+
+def latest_timestamp(chain) -> int:
+    return int(chain.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+
+
+def v3_path(route) -> bytes | None:
+    """The Uniswap V3 path of a route made of V3 hops only (None when a hop is V2)."""
+    from keeper.pricing.book import V3
+
+    if any(h.venue != V3 for h in route.hops):
+        return None
+    out = bytes.fromhex(route.hops[0].token_in[2:])
+    for h in route.hops:
+        out += h.fee.to_bytes(3, "big") + bytes.fromhex(h.token_out[2:])
+    return out
+
+
+def assert_realized_matches(a, o, tol_ppm: int = 1_000) -> int:
+    """The adapter's reading of the receipt agrees with what it expected (0.1% by default)."""
+    realized = a.realized_gross_usd_e8(o.opp, o.realized)
+    expected = o.opp.gross_profit_usd_e8
+    assert realized is not None and abs(realized - expected) * 1_000_000 <= abs(expected) * tol_ppm, (realized, expected)
+    return realized
+
+
+async def test_a_lot_too_large_to_sell_whole_is_flash_taken_in_its_most_profitable_part(chain, make_maker):
+    """A ~$16M WBTC vault against the ~$25M-a-side DAI/WBTC pool: at about 90% of the oracle
+    price the whole lot would sell for less than it costs. The keeper flash-takes the size that
+    earns the most (a fine grid on the same pool book agrees), nets a profit after gas, leaves
+    the rest while it does not pay, and takes more of it in a later block as the price falls."""
+    e = ext(chain)
+    name = "WBTC-A"
+    info = e["ilks"][name]
+    gem, dai, clip = info["gem"], e["dai"], info["clipper"]
+    conv = 10**10  # WBTC: 8 decimals
+    open_vault(chain, name, WHALE, 16_000_000, 10_200)
+    chain.shock("WBTC", -5)
+    _, rate, spot, _, _ = chain.view(e["vat"], VAT.fn("ilks"), ilk_id(name))
+    assert mm.is_unsafe(*chain.view(e["vat"], VAT.fn("urns"), ilk_id(name), WHALE), spot, rate)
+    start = chain.block_number()
+    chain.send_as(OTHER, e["dog"], DOG.fn("bark").encode(ilk_id(name), WHALE, OTHER))  # only this one
+    (kick,) = clip_events(chain, name, "Kick", start + 1)
+    aid = kick["id"]
+    keeper = await make_maker(routes=["flash"], bark=False)
+    a = maker(keeper)
+    assert await cycle(keeper) == []  # at the top price nothing pays
+    step = a.ilks[name].curve.step
+    tic = chain.view(clip, CLIP.fn("sales"), aid)[4]
+    jump(chain, 29 * step + step // 2 - (latest_timestamp(chain) - tic))  # mid-step: the price holds a while
+
+    # what a fine grid on the keeper's own pool book says, at the block the keeper will see
+    head = await keeper.read_head()
+    book = await keeper.swaps.book(head.number)
+    _redo, price, lot, tab = chain.view(clip, CLIP.fn("getStatus"), aid)
+    chost = chain.view(clip, CLIP.fn("chost"))[0]
+    feed = feed_price(chain, name)
+    assert 0.85 < price / feed < 0.95
+
+    def gross(amt: int) -> int | None:  # DAI wad, before gas (a constant)
+        size = mm.take_size(lot, tab, amt, price, chost)
+        if isinstance(size, str) or size.slice < conv:
+            return None
+        r = book.quote(gem, dai, size.slice // conv)
+        return None if r is None else r.amount_out - mm.rad_to_wad_up(size.owe)
+
+    assert gross(lot) < 0  # the whole lot sells at a loss
+    coarse = [lot * i // 400 // conv * conv for i in range(1, 401)]
+    best = max((x for x in coarse if gross(x) is not None), key=gross)
+    fine = [max(conv, best - lot // 400 + lot * i // 40_000) // conv * conv for i in range(0, 201)]
+    best = max((x for x in fine if gross(x) is not None), key=gross)
+    best_gross = gross(best)
+    assert best_gross > 0 and best < lot // 2
+    # the book is exact: it prices that size as the on-chain QuoterV2 does
+    size = mm.take_size(lot, tab, best, price, chost)
+    route = book.quote(gem, dai, size.slice // conv)
+    path = v3_path(route)
+    if path is not None:
+        assert chain.view(chain.dep.uniswap_quoter_v2, QUOTER.fn("quoteExactInput"), path, size.slice // conv)[0] \
+            == route.amount_out
+
+    outs = await cycle(keeper)
+    (o,) = of(outs, "flash_take")
+    d, r = o.opp.detail, o.realized
+    assert d.route == "flash" and d.partial and not d.max_size and o.opp.routes and r["auction"] == aid
+    assert r["lot_left"] > 0 and r["tab_left"] >= chost  # the rest stays in the auction
+    assert abs(d.amt - best) <= best * 3 // 100  # the size the grid finds best, within a few %
+    assert d.proceeds - mm.rad_to_wad_up(d.owe) >= best_gross - best_gross // 1_000
+    native = a.native_price_usd_e8()
+    realized = assert_realized_matches(a, o)
+    assert realized - o.gas_cost_wei * native // 10**18 > 0  # net of gas
+    assert r["profit_dai"] >= d.min_profit > 0
+
+    # the route's pools now pay about the auction price at the margin; other routes (through
+    # WETH) may still pay for more at this price, each take its own best size; then nothing does
+    taken = [o]
+    for _ in range(4):
+        more = of(await cycle(keeper), "flash_take")
+        if not more:
+            break
+        taken += more
+        assert_realized_matches(a, more[0])
+    else:
+        raise AssertionError("the keeper kept taking at the same price")
+    assert ("WBTC-A", aid) in a.auctions  # the rest waits for a lower price
+    assert a.auctions[("WBTC-A", aid)].lot == chain.view(clip, CLIP.fn("sales"), aid)[2] > lot // 2
+    # three steps (3%) lower, another profitable part
+    jump(chain, 3 * step)
+    (o2,) = of(await cycle(keeper), "flash_take")
+    assert o2.realized["auction"] == aid
+    realized = assert_realized_matches(a, o2)
+    assert realized - o2.gas_cost_wei * native // 10**18 > 0

@@ -51,6 +51,8 @@ F_PRICE = ORACLE.fn("getAssetPrice")
 F_SOURCE = ORACLE.fn("getSourceOfAsset")
 F_BASE_UNIT = ORACLE.fn("BASE_CURRENCY_UNIT")
 F_BALANCE = ERC20.fn("balanceOf")
+F_SCALED = abi.Function("scaledBalanceOf", ["address"], ["uint256"])  # AToken
+F_INCOME = POOL.fn("getReserveNormalizedIncome")
 F_SYMBOL = ERC20.fn("symbol")
 F_DECIMALS = ERC20.fn("decimals")
 F_ROUND = AGG.fn("latestRoundData")
@@ -569,7 +571,7 @@ class Adapter(BaseAdapter):
             return None
         if am.leaves_dust(self.cfg.rules, liq, k.debt, k.coll):
             return None
-        if k.fee_clamp is not None and liq.collateral_taken >= k.coll.balance:
+        if k.fee_clamp is not None:  # the protocol fee is cut to what is left when all is seized
             liq = am.clamp_protocol_fee(liq, *k.fee_clamp)
         requested = amount
         if requested >= k.debt.balance and self.cfg.rules == "v3.3" and not k.capped:
@@ -693,14 +695,18 @@ class Adapter(BaseAdapter):
         return self._debt_units_usd_e8(r, realized["profit"])
 
     async def _positions(self, users: list[str], block: int) -> dict[str, dict[str, Any]]:
-        calls: list[Call] = []
-        per_user = 2 + 3 * len(self.reserves)
+        # the reserves' liquidity indexes, then per user: configuration, eMode, and per reserve
+        # the aToken balance and scaled balance (for the protocol-fee clamp) and the debt
+        calls: list[Call] = [Call(self.pool, F_INCOME.encode(r.asset)) for r in self.reserves]
+        per_user = 2 + 4 * len(self.reserves)
         for u in users:
             calls += [Call(self.pool, F_USER_CONFIG.encode(u)), Call(self.pool, F_USER_EMODE.encode(u))]
             for r in self.reserves:
                 calls += [Call(r.a_token, F_BALANCE.encode(u)), Call(r.stable_debt, F_BALANCE.encode(u)),
-                          Call(r.variable_debt, F_BALANCE.encode(u))]
+                          Call(r.variable_debt, F_BALANCE.encode(u)), Call(r.a_token, F_SCALED.encode(u))]
         res = await self.mc.run(calls, block)
+        index = {r.asset: F_INCOME.decode_one(d) for r, (ok, d) in zip(self.reserves, res) if ok and len(d) == 32}
+        res = res[len(self.reserves):]
         out: dict[str, dict[str, Any]] = {}
         emode_ids: set[int] = set()
         for k, u in enumerate(users):
@@ -710,18 +716,20 @@ class Adapter(BaseAdapter):
                 continue
             bitmap = F_USER_CONFIG.decode_one(cfg_data)[0]
             emode_id = F_USER_EMODE.decode_one(em_data) if ok_e else 0
-            collateral, debt = {}, {}
+            collateral, debt, clamp = {}, {}, {}
             for j, r in enumerate(self.reserves):
-                (ok_a, a), (ok_s, s), (ok_v, v) = chunk[2 + 3 * j:5 + 3 * j]
+                (ok_a, a), (ok_s, s), (ok_v, v), (ok_sc, sc) = chunk[2 + 4 * j:6 + 4 * j]
                 bal = F_BALANCE.decode_one(a) if ok_a else 0
                 if bal:
                     collateral[r.asset] = bal
+                    if ok_sc and len(sc) == 32 and r.asset in index:
+                        clamp[r.asset] = (F_SCALED.decode_one(sc), index[r.asset])
                 dbt = (F_BALANCE.decode_one(s) if ok_s and len(s) == 32 else 0) + (F_BALANCE.decode_one(v) if ok_v else 0)
                 if dbt:
                     debt[r.asset] = dbt
             if emode_id:
                 emode_ids.add(emode_id)
-            out[u] = {"collateral": collateral, "debt": debt, "emode_id": emode_id, "fee_clamp": {},
+            out[u] = {"collateral": collateral, "debt": debt, "emode_id": emode_id, "fee_clamp": clamp,
                       "uses_as_collateral": (lambda rid, b=bitmap: bool((b >> (rid * 2 + 1)) & 1))}
         if emode_ids:
             ids = sorted(emode_ids)

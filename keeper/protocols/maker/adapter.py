@@ -5,10 +5,21 @@ redo stale auctions.
 Per block: one request (Multicall3 chunks in one JSON-RPC batch) for Hole/Dirt, every ilk's
 Vat/Dog/Spotter/Clipper parameters, the Clipper's active list, the keeper's Vat DAI and
 `can`, and every tracked urn; one more for `sales`/`getStatus` of active auctions (only
-when there are some), and one for Uniswap V3 quotes of the lots that could be bought (only
-then). Vaults are discovered from the Vat's `frob` LogNote logs (backfilled in chunks,
-then block by block); Kick/Take/Redo/Yank logs of the Clippers are followed in the same
-eth_getLogs.
+when there are some); flash-takes are priced on the shared pool book (keeper.pricing.book,
+loaded once per block for every adapter). Vaults are discovered from the Vat's `frob`
+LogNote logs (backfilled in chunks, then block by block); Kick/Take/Redo/Yank logs of the
+Clippers are followed in the same eth_getLogs.
+
+Takes are sized for profit (keeper.sizing over take's `amt`, within the Clipper's rules:
+a partial take must leave at least `chost` of tab):
+- flash (TakeCallee): the slice is sold along the book's best route in the same
+  transaction; profit = what the route pays - owe - gas. A lot whose whole sale would cost
+  more than it earns is taken in its most profitable part now, the rest in later blocks.
+- inventory (the keeper's Vat DAI): the gem stays in the keeper's Vat, it is never sold, so
+  it is valued at the auction's oracle price (the ilk's feed price, spot * mat, the price
+  the Clipper itself starts from), marked `held`; realized is measured the same way.
+Both routes require the collateral to be worth at least `min_margin_pct` more than it costs
+after gas.
 
 Units: on-chain amounts in wad/ray/rad exactly as dss (math.py); money in USD e8, DAI at
 `dai_usd` (default $1).
@@ -20,12 +31,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ... import abi
+from ... import abi, sizing
 from ...config import (Section, address, block_number, boolean, decimal, gas_fits, gas_units, label,
                        non_empty_list, show, subset_of)
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
-from ...pricing.uniswap_v3 import QuoteRequest, UniswapV3Quoter
 from ...types import Head, Opportunity, TxPlan
 from ..base import BaseAdapter, Skip, has_code, log_chunks, require_code
 from . import math as mm
@@ -72,6 +82,7 @@ EV_FLASH = CALLEE.event("FlashTake")
 FROB_TOPIC = "0x" + VAT.fn("frob").selector.hex() + "00" * 28
 CLIP_TOPICS = [EV_KICK.topic0, EV_TAKE.topic0, EV_REDO.topic0, EV_YANK.topic0]
 NATIVE_SYMBOLS = ("WETH", "ETH")
+HOP_GAS = 120_000  # expected gas of each swap hop after the first (simulation measures the real figure)
 ZERO = "0x" + "00" * 20
 
 
@@ -252,19 +263,70 @@ class MakerTake:
     route: str  # "inventory" (the keeper's Vat DAI) | "flash" (TakeCallee)
     gem_symbol: str
     price: int  # current auction price [ray]
-    limit: int  # the keeper's limit = take's max [ray]
+    limit: int  # the keeper's limit for this slice = take's max [ray]
     amt: int  # take's amt [wad]
     slice: int  # expected collateral [wad]
     owe: int  # expected DAI paid [rad]
-    proceeds: int  # DAI the slice sells for on Uniswap V3 [wad]
-    fee_tier: int
+    proceeds: int  # DAI [wad] the slice is worth: flash, what its swap route pays; held, slice at `mark`
+    fee_tier: int  # flash: the first hop's fee tier (0: held, no swap)
     min_profit: int  # flash route: on-chain minimum profit [wad]
     gas_dai: int  # gas priced in DAI [wad], inside the limit
+    lot: int = 0  # the auction's lot when sized [wad]: slice < lot is a partial take
+    tab: int = 0  # the auction's tab when sized [rad]
+    held: bool = False  # inventory: the gem is kept, valued at `mark` (never sold)
+    mark: int = 0  # held: the oracle price [ray] the gem is valued at (the ilk's feed price)
+    swap_route: str = ""  # flash: the route, e.g. "WETH >v3 0.3%> DAI"
+    max_size: bool = False  # the largest take the Clipper and the capital allow
+
+    @property
+    def partial(self) -> bool:
+        """The auction goes on after this take (some lot and some tab are left)."""
+        return self.slice < self.lot and self.owe < self.tab
 
     def log_fields(self) -> dict[str, Any]:
-        return {"action_kind": "take", "route": self.route, "ilk": self.ilk, "auction": self.id,
-                "price": self.price / RAY, "limit": self.limit / RAY, "slice": self.slice / WAD,
-                "owe_dai": self.owe / RAD, "proceeds_dai": self.proceeds / WAD, "swap_fee_tier": self.fee_tier}
+        out = {"action_kind": "take", "route": self.route, "ilk": self.ilk, "auction": self.id,
+               "price": self.price / RAY, "limit": self.limit / RAY, "slice": self.slice / WAD,
+               "lot": self.lot / WAD, "partial": self.partial, "owe_dai": self.owe / RAD}
+        if self.held:
+            out.update(held=True, mark_price=self.mark / RAY, held_value_dai=self.proceeds / WAD)
+        else:
+            out.update(proceeds_dai=self.proceeds / WAD, swap_fee_tier=self.fee_tier, swap_route=self.swap_route)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _FlashCtx:
+    """What sizing a flash-take needs besides the pool book: the auction and the ilk at the
+    block it was read (so `resize` re-sizes without I/O)."""
+
+    block: int
+    account: str
+    ilk: str
+    id: int
+    lot: int  # [wad]
+    tab: int  # [rad]
+    price: int  # [ray]
+    chost: int  # [rad]
+    conv: int  # wad per token base unit
+    gem: str
+    gem_symbol: str
+    gem_join: str
+    clipper: str
+    wei_per_gas: int  # conservative gas price [wei]
+    native_usd_e8: int
+
+
+@dataclass(frozen=True, slots=True)
+class _FlashSize:
+    amt: int  # [wad]
+    size: mm.TakeSize
+    tokens: int  # gem base units sold
+    route: Any  # keeper.pricing.book.Route
+    owe_wad: int  # DAI joined to pay owe [wad]
+    gas_units: int
+    gas_dai: int  # [wad]
+    limit: int  # the most this slice may cost per unit [ray]
+    profit: int  # route out - owe - gas [DAI wad]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +353,6 @@ def _addr(word_hex: str) -> str:
 class Adapter(BaseAdapter):
     kind = "maker"
     cfg: MakerConfig
-    quoter: UniswapV3Quoter
 
     def __init__(self, cfg: MakerConfig, **deps: Any):
         super().__init__(cfg, **deps)
@@ -306,6 +367,11 @@ class Adapter(BaseAdapter):
         self.Dirt = 0
         self.vat_dai = 0  # the keeper's Vat DAI [rad]
         self.events: list[dict[str, Any]] = []  # recent Kick/Take/Redo/Yank, newest last
+        # "profit": takes sized for the largest net profit; "max": the largest take the Clipper
+        # and the capital allow (a baseline); set from keeper.sizing where the keeper is assembled
+        self.sizing = "profit"
+        self._flash_ctx: dict[str, _FlashCtx] = {}  # auction account -> what resize() needs (this block)
+        self._symbols: dict[str, str] = {}  # token (lower) -> symbol, for route descriptions
 
     @property
     def accounts(self) -> set[tuple[str, str]]:
@@ -334,8 +400,33 @@ class Adapter(BaseAdapter):
                 raise ConfigError(f"{self.cfg.path}.dai_join: {self.cfg.dai_join} is not a DaiJoin (no dai())")
             self.dai_join, self.dai = self.cfg.dai_join, abi.to_checksum(F_CE_DAI.decode_one(d))
         await self.refresh_params()
+        await self._watch_tokens()
         self.log.info("maker_ready", vat=self.vat, dog=self.cfg.dog, ilks={n: k.clipper for n, k in self.ilks.items()},
                       take_callee=self.cfg.take_callee, min_margin_pct=self.cfg.min_margin_bps / 100)
+
+    async def _watch_tokens(self) -> None:
+        """Register the gems and DAI with the shared pool book (flash-takes sell gem for DAI),
+        and learn the symbols a route may pass through (for the logs)."""
+        gems = [k.gem for k in self.ilks.values() if k.gem]
+        for k in self.ilks.values():
+            if k.gem:
+                self._symbols[k.gem.lower()] = k.gem_symbol
+        if self.dai:
+            self._symbols[self.dai.lower()] = "DAI"
+        if self.swaps is None or not self.dai or not gems:
+            return
+        self.swaps.watch(gems + [self.dai])
+        others = [c for c in getattr(self.swaps, "connectors", ()) if c.lower() not in self._symbols]
+        if others:
+            res = await self.mc.run([Call(c, F_SYMBOL.encode()) for c in others])
+            for c, (ok, d) in zip(others, res):
+                try:
+                    self._symbols[c.lower()] = F_SYMBOL.decode_one(d) if ok else c[:8]
+                except Exception:
+                    self._symbols[c.lower()] = c[:8]
+
+    def symbol(self, token: str) -> str:
+        return self._symbols.get(token.lower(), token[:8])
 
     async def _load_ilk(self, i: int, ic: IlkConfig) -> Ilk:
         where = f"{self.cfg.path}.ilks[{i}]"
@@ -550,11 +641,17 @@ class Adapter(BaseAdapter):
         self.auctions = auctions
 
     # -- opportunities ----------------------------------------------------------------
+    @staticmethod
+    def _wei_per_gas(head: Head) -> int:
+        """Gas price the limits are computed with: conservatively 2 x base fee + 1 gwei."""
+        return 2 * head.base_fee_wei + 10**9
+
+    def _gas_dai(self, gas_units: int, wei_per_gas: int, native_usd_e8: int) -> int:
+        """Gas in DAI [wad], at `wei_per_gas` and the ETH feed."""
+        return gas_units * wei_per_gas * native_usd_e8 // self.cfg.dai_usd_e8
+
     def _gas_dai_wad(self, head: Head, gas_units: int) -> int:
-        """Gas in DAI [wad], priced conservatively at 2 x base fee + 1 gwei and the ETH feed."""
-        native = self.native_price_usd_e8() or 0
-        wei = gas_units * (2 * head.base_fee_wei + 10**9)
-        return wei * native // self.cfg.dai_usd_e8
+        return self._gas_dai(gas_units, self._wei_per_gas(head), self.native_price_usd_e8() or 0)
 
     def _dai_rad_to_usd_e8(self, rad: int) -> int:
         return rad * self.cfg.dai_usd_e8 // RAD
@@ -627,89 +724,203 @@ class Adapter(BaseAdapter):
         return out
 
     async def _takes(self, head: Head) -> list[Opportunity]:
+        self._flash_ctx = {}
         live = [a for a in self.auctions.values() if not a.needs_redo and a.price > 0 and self.ilks[a.ilk].stopped < 3]
         if not live:
             return []
-        reqs, sized = [], []
+        flash = bool(self.cfg.take_callee) and "flash" in self.cfg.routes and bool(self.dai)
+        book = await self.swaps.book(head.number) if flash and self.swaps is not None else None
+        out: list[Opportunity] = []
         for a in live:
             k = self.ilks[a.ilk]
-            if not k.gem:
-                self.last_skips.append(Skip(a.account, "no_gem_join", {"hint": "set gem_join to value the lot"}))
-                continue
-            s = mm.full_slice(a.lot, a.tab, a.price)
-            tokens = s // k.conv
-            if tokens == 0:
-                continue
-            if not self.dai:
-                self.last_skips.append(Skip(a.account, "no_dai_token", {"hint": "set take_callee or dai_join"}))
-                continue
-            reqs.append(QuoteRequest(k.gem, self.dai, tokens))
-            sized.append((a, s, tokens))
-        if not reqs:
-            return []
-        quotes = await self.quoter.quote_many(reqs, head.number)
-        out = []
-        for (a, s, tokens), q in zip(sized, quotes):
-            k = self.ilks[a.ilk]
-            if q is None:
-                self.last_skips.append(Skip(a.account, "no_swap_route", {"gem": k.gem_symbol}))
-                continue
-            gas_dai = self._gas_dai_wad(head, self.cfg.gas_flash_take if self.cfg.take_callee else self.cfg.gas_take)
-            slice_wad = tokens * k.conv  # what actually gets sold
-            limit = mm.limit_price(q.amount_out, gas_dai, slice_wad, self.cfg.min_margin_bps)
-            a.limit = limit
-            dur = head.timestamp - a.tic
-            until = k.curve.seconds_until(a.top, limit) if limit > 0 else None
-            a.limit_in_s = None if until is None else max(0, until - dur)
-            if limit == 0 or a.price > limit:
-                continue
-            out += self._take_routes(head, a, k, limit, q.amount_out, s, q.fee_tier, gas_dai)
+            limits: list[int] = []
+            if self.keeper and "inventory" in self.cfg.routes:
+                inv, limit = self._inventory_take(head, a, k)
+                limits.append(limit)
+                out += inv
+            if flash and k.gem and k.gem_join:
+                ctx = _FlashCtx(head.number, a.account, k.name, a.id, a.lot, a.tab, a.price, k.chost, k.conv, k.gem,
+                                k.gem_symbol, k.gem_join, k.clipper, self._wei_per_gas(head),
+                                self.native_price_usd_e8() or 0)
+                opp, limit = self._flash_take(ctx, book) if book is not None else (None, None)
+                if limit is None:
+                    self.last_skips.append(Skip(a.account, "no_swap_route", {
+                        "route": "flash", "gem": k.gem_symbol, **({} if book is not None else {"why": "no swap venue configured"})}))
+                else:
+                    limits.append(limit)
+                if opp is not None:
+                    self._flash_ctx[a.account] = ctx
+                    out.append(opp)
+            a.limit = max(limits, default=0) or None
+            if a.limit:
+                until = k.curve.seconds_until(a.top, a.limit)
+                a.limit_in_s = None if until is None else max(0, until - (head.timestamp - a.tic))
+            else:
+                a.limit_in_s = None
         return out
 
-    def _take_routes(self, head: Head, a: Auction, k: Ilk, limit: int, proceeds_full: int, slice_full: int,
-                     fee_tier: int, gas_dai: int) -> list[Opportunity]:
-        out = []
-        # 1) the keeper's own Vat DAI
-        if self.keeper and "inventory" in self.cfg.routes:
-            capital = self.vat_dai
-            full = mm.take_size(a.lot, a.tab, a.lot, a.price, k.chost)
-            amt = a.lot
-            if isinstance(full, mm.TakeSize) and full.owe > capital:
-                amt = capital // a.price
-            size = mm.take_size(a.lot, a.tab, amt, a.price, k.chost) if amt > 0 else "no_inventory"
+    # -- take sizing (pure: no I/O) ---------------------------------------------------
+    def _search(self, evaluate: Any, lo: int, hi: int, whole: int) -> sizing.Best | None:
+        """The best take for `evaluate(amt) -> (profit, value) | None` over amt in [lo, hi]
+        and the whole lot; with sizing = "max", the largest that is allowed."""
+        if self.sizing == "max":
+            for amt in (whole, hi):
+                r = evaluate(amt)
+                if r is not None:
+                    return sizing.Best(amt, r[0], r[1], 1)
+            return None
+        return sizing.maximize(evaluate, lo, hi, extra=(whole,))
+
+    def _inventory_take(self, head: Head, a: Auction, k: Ilk) -> tuple[list[Opportunity], int]:
+        """The take paid with the keeper's Vat DAI: the gem stays in the keeper's Vat (it is
+        never sold), so it is valued at the auction's oracle price (the ilk's feed price,
+        spot * mat: what the Clipper itself prices the collateral at), not at a swap quote.
+        Profit = slice x mark - owe - gas, which only grows with the size: the largest take
+        the Vat DAI and the chost rule allow. Returns (opportunities, this route's limit)."""
+        mark = k.feed_price
+        if mark <= 0:
+            self.last_skips.append(Skip(a.account, "no_oracle_price", {"route": "inventory", "ilk": k.name}))
+            return [], 0
+        gas_dai = self._gas_dai_wad(head, self.cfg.gas_take)
+        gas_rad = gas_dai * RAY
+        margin = self.cfg.min_margin_bps
+        capital = self.vat_dai
+        full = mm.full_slice(a.lot, a.tab, a.price)
+        limit_all = mm.limit_price(full * mark // RAY, gas_dai, full, margin)  # with unlimited DAI
+        if a.price > limit_all:
+            return [], limit_all  # not yet: the price is still above what the collateral is worth
+
+        def evaluate(amt: int) -> tuple[int, mm.TakeSize] | None:
+            size = mm.take_size(a.lot, a.tab, amt, a.price, k.chost)
             if isinstance(size, str) or size.slice == 0 or size.owe > capital:
-                self.last_skips.append(Skip(a.account, "no_inventory", {"route": "inventory", "vat_dai": capital / RAD,
-                                                                         "why": size if isinstance(size, str) else ""}))
-            else:
-                proceeds = proceeds_full * size.slice // slice_full
-                pre = () if k.can else (TxPlan(to=self.vat, data=F_HOPE.encode(k.clipper), gas_limit=100_000,
-                                               description=f"vat.hope({k.name} Clipper {k.clipper})"),)
-                detail = MakerTake(k.name, a.id, "inventory", k.gem_symbol, a.price, limit, amt, size.slice, size.owe,
-                                   proceeds, fee_tier, 0, gas_dai)
-                plan = TxPlan(to=k.clipper, data=F_TAKE.encode(a.id, amt, limit, self.keeper, b""),
-                              gas_limit=self.cfg.gas_limit, prerequisites=pre,
-                              description=f"take {a.account} with Vat DAI")
-                out.append(Opportunity(
-                    protocol=self.name, kind=self.kind, account=a.account, block=head.number,
-                    gross_profit_usd_e8=self._dai_wad_to_usd_e8(proceeds) - self._dai_rad_to_usd_e8(size.owe),
-                    gas_units=self.cfg.gas_take, plan=plan, spend=((self.dai_key, size.owe),), detail=detail))
-        # 2) flash-take through the keeper's TakeCallee: no capital
-        if self.cfg.take_callee and k.gem_join and "flash" in self.cfg.routes:
-            size = mm.take_size(a.lot, a.tab, a.lot, a.price, k.chost)
-            if isinstance(size, mm.TakeSize) and size.slice > 0:
-                owe_wad = mm.rad_to_wad_up(size.owe)
-                min_profit = owe_wad * self.cfg.min_margin_bps // 10_000
-                path = bytes.fromhex(k.gem[2:]) + fee_tier.to_bytes(3, "big") + bytes.fromhex(self.dai[2:])
-                detail = MakerTake(k.name, a.id, "flash", k.gem_symbol, a.price, limit, a.lot, size.slice, size.owe,
-                                   proceeds_full, fee_tier, min_profit, gas_dai)
-                plan = TxPlan(to=self.cfg.take_callee,
-                              data=F_FLASH.encode(k.clipper, k.gem_join, a.id, a.lot, limit, path, min_profit),
-                              gas_limit=self.cfg.gas_limit, description=f"flash-take {a.account}")
-                out.append(Opportunity(
-                    protocol=self.name, kind=self.kind, account=a.account, block=head.number,
-                    gross_profit_usd_e8=self._dai_wad_to_usd_e8(proceeds_full - owe_wad),
-                    gas_units=self.cfg.gas_flash_take, plan=plan, detail=detail))
-        return out
+                return None
+            value = size.slice * mark  # [rad]
+            if (value - gas_rad) * 10_000 < size.owe * (10_000 + margin):
+                return None
+            return value - size.owe - gas_rad, size
+
+        hi = min(a.lot, capital // a.price, a.tab // a.price + 1)
+        best = self._search(evaluate, max(1, hi >> 12), hi, a.lot) if hi > 0 else None
+        if best is None:
+            why = mm.take_size(a.lot, a.tab, max(hi, 1), a.price, k.chost)
+            self.last_skips.append(Skip(a.account, "no_inventory", {
+                "route": "inventory", "vat_dai": capital / RAD, "why": why if isinstance(why, str) else ""}))
+            return [], limit_all
+        size: mm.TakeSize = best.value  # type: ignore[assignment]
+        amt = best.size
+        value = size.slice * mark // RAY  # [wad]
+        # the most this slice may cost per unit [ray], from the exact value (>= price: it paid the margin)
+        limit = (size.slice * mark - gas_rad) * 10_000 // (size.slice * (10_000 + margin))
+        pre = () if k.can else (TxPlan(to=self.vat, data=F_HOPE.encode(k.clipper), gas_limit=100_000,
+                                       description=f"vat.hope({k.name} Clipper {k.clipper})"),)
+        detail = MakerTake(k.name, a.id, "inventory", k.gem_symbol, a.price, limit, amt, size.slice, size.owe, value,
+                           0, 0, gas_dai, lot=a.lot, tab=a.tab, held=True, mark=mark,
+                           max_size=size.lot_left == 0 or size.tab_left == 0 or amt >= capital // a.price)
+        plan = TxPlan(to=k.clipper, data=F_TAKE.encode(a.id, amt, limit, self.keeper, b""),
+                      gas_limit=self.cfg.gas_limit, prerequisites=pre,
+                      description=f"take {a.account} with Vat DAI (held)")
+        opp = Opportunity(
+            protocol=self.name, kind=self.kind, account=a.account, block=head.number,
+            gross_profit_usd_e8=self._dai_rad_to_usd_e8(size.slice * mark - size.owe),
+            gas_units=self.cfg.gas_take, plan=plan, spend=((self.dai_key, size.owe),), detail=detail)
+        return [opp], limit_all
+
+    def _flash_size(self, c: _FlashCtx, book: Any, amt: int) -> _FlashSize | None:
+        """A flash-take of `amt` [wad] priced on `book`, or None when the Clipper refuses it
+        or no route can sell the slice. A partial `amt` is rounded down to whole token units
+        (the TakeCallee exits whole units)."""
+        if amt < c.lot:
+            amt -= amt % c.conv
+        if amt <= 0:
+            return None
+        size = mm.take_size(c.lot, c.tab, amt, c.price, c.chost)
+        if isinstance(size, str) or size.slice == 0:
+            return None
+        tokens = size.slice // c.conv
+        if tokens == 0:
+            return None
+        route = book.quote(c.gem, self.dai, tokens)
+        if route is None or route.amount_out <= 0:
+            return None
+        gas_units = self.cfg.gas_flash_take + HOP_GAS * max(0, len(route.hops) - 1)
+        gas_dai = self._gas_dai(gas_units, c.wei_per_gas, c.native_usd_e8)
+        owe_wad = mm.rad_to_wad_up(size.owe)
+        limit = mm.limit_price(route.amount_out, gas_dai, size.slice, self.cfg.min_margin_bps)
+        return _FlashSize(amt, size, tokens, route, owe_wad, gas_units, gas_dai, limit,
+                          route.amount_out - owe_wad - gas_dai)
+
+    def _flash_take(self, c: _FlashCtx, book: Any) -> tuple[Opportunity | None, int | None]:
+        """The most profitable flash-take of auction `c` on `book` (the gem sold along the
+        book's best route in the same transaction), and this route's limit: the highest price
+        at which some size pays the margin after gas (None: no route prices the gem).
+
+        Two searches over take's amt, both within the Clipper's rules: first the size whose
+        own limit is highest (gas amortized against slippage); if the auction price is above
+        it, no size pays yet. Otherwise the largest net profit among the sizes that pay the
+        margin (these form one interval around the first size, which is passed as a seed)."""
+        hi = min(c.lot, c.tab // c.price + 1)
+        lo = max(c.conv, hi >> 12)
+        seen: dict[int, _FlashSize | None] = {}
+
+        def at(amt: int) -> _FlashSize | None:
+            if amt not in seen:
+                seen[amt] = self._flash_size(c, book, amt)
+            return seen[amt]
+
+        def by_limit(amt: int) -> tuple[int, _FlashSize] | None:
+            f = at(amt)
+            return None if f is None else (f.limit, f)
+
+        margin = self.cfg.min_margin_bps
+
+        def by_profit(amt: int) -> tuple[int, _FlashSize] | None:
+            f = at(amt)
+            if f is None or (f.route.amount_out - f.gas_dai) * 10_000 < f.owe_wad * (10_000 + margin):
+                return None
+            return f.profit, f
+
+        if self.sizing == "max":  # the whole lot, or nothing
+            whole = at(c.lot)
+            if whole is None:
+                return None, None
+            return (None if by_profit(c.lot) is None else self._flash_opportunity(c, whole)), whole.limit
+        peak = sizing.maximize(by_limit, lo, hi, extra=(c.lot,))
+        if peak is None:
+            return None, None
+        if c.price > peak.profit:
+            return None, peak.profit  # not yet: no size pays the margin at this price
+        best = sizing.maximize(by_profit, lo, hi, extra=(c.lot, peak.size))
+        if best is None:
+            return None, peak.profit
+        return self._flash_opportunity(c, best.value), peak.profit  # type: ignore[arg-type]
+
+    def _flash_opportunity(self, c: _FlashCtx, f: _FlashSize) -> Opportunity:
+        min_profit = f.owe_wad * self.cfg.min_margin_bps // 10_000
+        route = f.route
+        detail = MakerTake(c.ilk, c.id, "flash", c.gem_symbol, c.price, f.limit, f.amt, f.size.slice, f.size.owe,
+                           route.amount_out, route.fee_tier, min_profit, f.gas_dai, lot=c.lot, tab=c.tab,
+                           swap_route=route.describe(self.symbol),
+                           max_size=f.size.lot_left == 0 or f.size.tab_left == 0)
+        plan = TxPlan(to=self.cfg.take_callee or ZERO,
+                      data=F_FLASH.encode(c.clipper, c.gem_join, c.id, f.amt, f.limit, route.encode(), min_profit),
+                      gas_limit=self.cfg.gas_limit, description=f"flash-take {c.account}")
+        return Opportunity(
+            protocol=self.name, kind=self.kind, account=c.account, block=c.block,
+            gross_profit_usd_e8=self._dai_wad_to_usd_e8(route.amount_out - f.owe_wad),
+            gas_units=f.gas_units, plan=plan, detail=detail, routes=(route,))
+
+    def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
+        """A flash-take sized and priced again on `book` (which holds the swaps ranked before
+        it in this block), from what was cached when it was first sized: no I/O. None when no
+        size pays any more. Barks, redos and held (inventory) takes do not swap: unchanged."""
+        d = opp.detail
+        if not isinstance(d, MakerTake) or d.route != "flash":
+            return opp
+        c = self._flash_ctx.get(opp.account)
+        if c is None or c.block != opp.block:
+            return opp
+        again, _limit = self._flash_take(c, book)
+        return again
 
     # -- views and outcomes -----------------------------------------------------------
     def explain_revert(self, reason: str) -> str:
@@ -757,13 +968,35 @@ class Adapter(BaseAdapter):
                 out.update(action="flash_take", slice=ev["slice"], dai_out=ev["daiOut"], profit_dai=ev["profit"])
         return out
 
+    def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None:
+        """What a confirmed action really paid before gas, in the terms of its expected gross:
+        bark and redo, the incentive of the Kick/Redo event; a flash-take, the FlashTake
+        event's profit (what the swap paid - the DAI joined for owe); a held (inventory) take,
+        the slice the Take event implies (owe / price, as the Clipper computed it) valued at
+        the same oracle mark the take was sized with, minus owe."""
+        d = opp.detail
+        if isinstance(d, (MakerBark, MakerRedo)):
+            coin = realized.get("coin")
+            return None if coin is None else self._dai_rad_to_usd_e8(coin)
+        if isinstance(d, MakerTake):
+            if d.route == "flash":
+                profit = realized.get("profit_dai")
+                return None if profit is None else self._dai_wad_to_usd_e8(profit)
+            owe, price = realized.get("owe"), realized.get("price")
+            if owe is None or not price:
+                return None
+            return self._dai_rad_to_usd_e8((owe // price) * d.mark - owe)
+        return None
+
     def describe(self, opp: Opportunity) -> str:
         d = opp.detail
         if isinstance(d, MakerBark):
             return f"bark {d.ilk} {d.urn}: tab {d.tab / RAD:,.2f} DAI, incentive {d.coin / RAD:,.2f} DAI"
         if isinstance(d, MakerTake):
-            how = "with Vat DAI" if d.route == "inventory" else "flash (TakeCallee)"
-            return (f"take {d.slice / WAD:,.6f} {d.gem_symbol} of {d.ilk}#{d.id} at {d.price / RAY:,.2f} "
+            how = (f"with Vat DAI, held (valued at the oracle {d.mark / RAY:,.2f})" if d.held
+                   else f"flash (TakeCallee), sold {d.swap_route} for {d.proceeds / WAD:,.2f} DAI")
+            part = f" of {d.lot / WAD:,.6f}" if d.partial else ""
+            return (f"take {d.slice / WAD:,.6f}{part} {d.gem_symbol} of {d.ilk}#{d.id} at {d.price / RAY:,.2f} "
                     f"(limit {d.limit / RAY:,.2f}) for {d.owe / RAD:,.2f} DAI {how}")
         if isinstance(d, MakerRedo):
             return f"redo {d.ilk}#{d.id}: incentive {d.coin / RAD:,.2f} DAI"
