@@ -45,7 +45,7 @@ MAX_SHOCK_PCT = Decimal(10000)
 EXIT_SIGPIPE = 128 + 13
 # devnet assets (keeper/devnet/deploy.py TOKENS), listed here so a mistake is caught before
 # anything starts; tests check the two lists agree
-DEVNET_ASSETS = ("WETH", "WBTC", "USDC")
+DEVNET_ASSETS = ("WETH", "WBTC", "USDC", "USDT", "LINK")  # keeper/devnet/deploy.py TOKENS + venues.NEW_TOKENS
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,6 +13,8 @@ from keeper.protocols.aave_v3 import math as am
 from keeper.rpc import Rpc
 
 
+from .conftest import KEEPER
+
 AAVE = "aave-v3-devnet"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 QUOTER = abi.load("UniswapV3QuoterV2")
@@ -118,3 +120,65 @@ async def test_ten_flash_liquidations_into_one_pool_in_one_block_all_succeed(cha
         assert realized > 0, o
         assert abs(realized - o.expected_profit_usd_e8) * 1000 <= o.expected_profit_usd_e8, (realized, o)
     assert not [e for e in logs if "ProfitTooLow" in str(e.get("revert", ""))]
+
+
+def keeper_balances(chain) -> dict[str, int]:
+    return {s: chain.balance(s, KEEPER) for s in chain.dep.tokens}
+
+
+async def test_collateral_without_a_direct_pool_goes_through_two_hops(chain, make_keeper):
+    """LINK trades only against WETH (a deep Uniswap V2 pair, a shallow V3 pool): a LINK/USDC
+    liquidation sells LINK -> WETH -> USDC in the same transaction, nothing is left held."""
+    who = borrower(200)
+    chain.open_position(who, supply={"LINK": 20_000 * WAD}, borrow=("USDC", 210_000 * 10**6))
+    chain.shock("LINK", -12)
+    keeper = await make_keeper(only=AAVE, routes='["inventory"]')
+    before = keeper_balances(chain)
+    outs = await keeper.cycle(await keeper.read_head())
+    mine = [o for o in outs if o.opp.account == who]
+    assert mine and mine[0].status == "confirmed", mine
+    o = mine[0]
+    hops = o.opp.routes[0].hops
+    assert [h.token_in for h in hops] == [chain.dep.tokens["LINK"], chain.dep.tokens["WETH"]]
+    assert hops[-1].token_out == chain.dep.tokens["USDC"]
+    after = keeper_balances(chain)
+    assert after["LINK"] == before["LINK"]  # sold in the same transaction, never held
+    assert after["USDC"] - before["USDC"] == o.realized["profit"] > 0
+    realized = keeper.realized_profit_usd_e8(o)
+    assert abs(realized - o.expected_profit_usd_e8) * 1000 <= o.expected_profit_usd_e8
+
+
+@pytest.mark.parametrize("route", ["inventory", "flash"])
+async def test_usdt_debt_is_liquidated_by_both_routes(chain, make_keeper, route):
+    """USDT returns nothing from transfer/approve and refuses approve from non-zero to
+    non-zero: the keeper's approval resets first, its contract uses safe calls."""
+    who = borrower(300)
+    chain.open_position(who, supply={"WETH": 100 * WAD}, borrow=("USDT", 240_000 * 10**6))
+    chain.shock("WETH", -5)
+    usdt = chain.dep.tokens["USDT"]
+    liq = chain.dep.extras["flash_liquidator"]
+    # a small allowance left over from earlier: USDT would refuse a plain approve on top of it
+    chain.send_as(KEEPER, usdt, abi.load("ERC20").fn("approve").encode(liq, 1))
+    keeper = await make_keeper(only=AAVE, routes=f'["{route}"]')
+    before = keeper_balances(chain)
+    outs = await keeper.cycle(await keeper.read_head())
+    mine = [o for o in outs if o.opp.account == who]
+    assert mine and mine[0].status == "confirmed" and mine[0].opp.detail.route == route, [(o.opp.account, o.status, o.reason) for o in outs]
+    after = keeper_balances(chain)
+    assert after["WETH"] == before["WETH"]
+    assert after["USDT"] - before["USDT"] >= mine[0].realized["profit"] > 0
+
+
+@pytest.mark.parametrize("route", ["inventory", "flash"])
+async def test_usdt_collateral_is_sold_back_in_the_same_transaction(chain, make_keeper, route):
+    who = borrower(400)
+    chain.open_position(who, supply={"USDT": 300_000 * 10**6}, borrow=("WETH", 75 * WAD))
+    chain.shock("WETH", 10)
+    keeper = await make_keeper(only=AAVE, routes=f'["{route}"]')
+    before = keeper_balances(chain)
+    outs = await keeper.cycle(await keeper.read_head())
+    mine = [o for o in outs if o.opp.account == who]
+    assert mine and mine[0].status == "confirmed", mine
+    after = keeper_balances(chain)
+    assert after["USDT"] == before["USDT"]  # nothing seized is held
+    assert after["WETH"] - before["WETH"] >= mine[0].realized["profit"] > 0

@@ -76,8 +76,9 @@ def test_asset_names_are_case_insensitive():
 
 def test_cli_asset_list_matches_the_devnet_tokens():
     from keeper.devnet.deploy import TOKENS
+    from keeper.devnet.venues import NEW_TOKENS
 
-    assert set(cli.DEVNET_ASSETS) == {sym for sym, *_ in TOKENS}
+    assert set(cli.DEVNET_ASSETS) == {sym for sym, *_ in TOKENS} | set(NEW_TOKENS)
 
 
 @pytest.mark.parametrize("argv", [

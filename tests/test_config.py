@@ -349,7 +349,7 @@ def test_relay_timeout_is_validated(tmp_path):
 
 def test_gas_estimates_must_fit_their_limits(tmp_path):
     msg = config_error(tmp_path, GOOD + "gas_limit = 300000\n")
-    assert msg == "protocols[0].gas_estimate: 400000 is above protocols[0].gas_limit 300000"
+    assert msg == "protocols[0].gas_estimate: 650000 is above protocols[0].gas_limit 300000"
 
 
 def test_a_config_path_that_is_a_directory_is_one_line(tmp_path, capsys):

@@ -17,11 +17,12 @@ import importlib
 from types import ModuleType
 from typing import Iterator
 
-EXTENSIONS = ("maker", "perps")
+EXTENSIONS = ("maker", "perps", "venues")
 # anvil default-mnemonic accounts reserved per extension (index: address)
 ACCOUNTS = {
     "maker": "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",  # account 5
     "perps": "0x976EA74026E726554dB657fA54763abd0C3a0aa9",  # account 6
+    "venues": "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955",  # account 7
 }
 
 

@@ -75,9 +75,15 @@ def move_pools_to_oracle(url: str, deployment: Deployment, symbol: str) -> None:
             amount = 10 ** (deployment.decimals[deployment.symbol_of(tin)] + 12)
             rpc.send({"from": DEPLOYER, "to": tin, "data": encode_call("mint(address,uint256)", DEPLOYER, amount)},
                      what="mint for arbitrage")
-            rpc.send({"from": DEPLOYER, "to": tin,
-                      "data": encode_call("approve(address,uint256)", deployment.uniswap_router, amount)},
-                     what="approve router")
+            (allowed,) = rpc.view(tin, "allowance(address,address)", [DEPLOYER, deployment.uniswap_router], ["uint256"])
+            if allowed < amount:
+                if allowed:  # USDT-like tokens refuse a non-zero -> non-zero approve
+                    rpc.send({"from": DEPLOYER, "to": tin,
+                              "data": encode_call("approve(address,uint256)", deployment.uniswap_router, 0)},
+                             what="reset router allowance")
+                rpc.send({"from": DEPLOYER, "to": tin,
+                          "data": encode_call("approve(address,uint256)", deployment.uniswap_router, amount)},
+                         what="approve router")
             rpc.send({"from": DEPLOYER, "to": deployment.uniswap_router, "gas": hex(1_000_000),
                       "data": encode_call("exactInputSingle((address,address,uint24,address,uint256,uint256,uint256,uint160))",
                                           (tin, tout, pool.fee, DEPLOYER, deadline, amount, 0, target))},

@@ -108,7 +108,13 @@ def _supply_from(rpc: JsonRpc, d: Deployment, who: str, amounts_raw: dict[str, i
     for sym, amount in amounts_raw.items():
         tok = d.tokens[sym]
         rpc.send({"from": who, "to": tok, "data": encode_call("mint(uint256)", amount)}, what=f"{who} mint {sym}")
-        rpc.send({"from": who, "to": tok, "data": encode_call("approve(address,uint256)", d.pool, MAX_UINT256)}, what=f"{who} approve {sym}")
+        (allowed,) = rpc.view(tok, "allowance(address,address)", [who, d.pool], ["uint256"])
+        if allowed < amount:
+            if allowed:  # USDT-like tokens refuse a non-zero -> non-zero approve
+                rpc.send({"from": who, "to": tok, "data": encode_call("approve(address,uint256)", d.pool, 0)},
+                         what=f"{who} reset approval {sym}")
+            rpc.send({"from": who, "to": tok, "data": encode_call("approve(address,uint256)", d.pool, MAX_UINT256)},
+                     what=f"{who} approve {sym}")
         rpc.send(
             {"from": who, "to": d.pool, "data": encode_call("supply(address,uint256,address,uint16)", tok, amount, who, 0)},
             what=f"{who} supply {sym}",

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from .. import abi, strategy
 from ..config import Config
-from ..errors import RpcError, TransientError
+from ..errors import BadResponseError, RpcError, TransientError
 from ..rpc import Rpc, parse_int
 from ..types import Head, Outcome, Priced, TxPlan
 from .journal import Journal
@@ -29,6 +29,17 @@ F_ALLOWANCE = ERC20.fn("allowance")
 F_APPROVE = ERC20.fn("approve")
 MAX_UINT = 2**256 - 1
 OUTCOMES_KEPT = 10_000
+
+
+def gas_limit_for(plan: TxPlan, simulated_gas: int) -> int:
+    """The gas limit to send with: the simulated gas is what the call used after refunds, in
+    the state the simulation saw; the call needs more up front (storage refunds come back only
+    at the end, each nested call keeps 1/64 back) and the state at inclusion may differ (a
+    swap that crosses more ticks). Half again plus 100,000, never above the plan's limit;
+    only the gas used is paid."""
+    if not simulated_gas:
+        return plan.gas_limit
+    return min(plan.gas_limit, simulated_gas * 3 // 2 + 100_000)
 
 
 class Executor:
@@ -150,8 +161,11 @@ class Executor:
             return self._skip(p, "no_keeper_address", hint="set keeper.address to simulate")
         adapter = self.adapters.get(p.opp.protocol)
         tokens = adapter.measure_tokens(p.opp) if adapter is not None and hasattr(adapter, "measure_tokens") else ()
-        pre, block = await self._sim_context(p, earlier or [])
-        sim = await self.simulator.run(p.opp.plan, self.address, tokens, pre=pre, block=block)
+        try:
+            pre, block = await self._sim_context(p, earlier or [])
+            sim = await self.simulator.run(p.opp.plan, self.address, tokens, pre=pre, block=block)
+        except (RpcError, TransientError, BadResponseError) as e:  # the node could not simulate: no send
+            return self._skip(p, "simulation_failed", error=str(e))
         if not sim.ok:
             reason = adapter.explain_revert(sim.reason) if adapter and hasattr(adapter, "explain_revert") else sim.reason
             return self._skip(p, "simulation_reverted", revert=reason)
@@ -234,7 +248,7 @@ class LiveExecutor(Executor):
         self._prereqs_done: set[tuple[str, bytes]] = set()
         self._setup_mined: set[str] = set()  # set-up intents mined successfully
         self._sent: dict[str, tuple[Priced, MeasuredSim]] = {}  # intent id -> what it was for
-        self._mined_meanwhile: list[Tracked] = []  # seen mined by a set-up call's receipt wait
+        self._setup_undo: dict[str, tuple[str, Any]] = {}  # set-up key -> what it made the executor assume
 
     @property
     def in_flight(self) -> set[str]:
@@ -253,19 +267,26 @@ class LiveExecutor(Executor):
 
     async def _sim_context(self, p: Priced, earlier: list[TxPlan]) -> tuple[tuple[TxPlan, ...], str]:
         """Our own transactions not mined yet run first in the simulated block, in nonce
-        order, so each send is checked in the state it will really meet (after the swaps of
-        the ones before it). Which are not mined yet: nonces at or above the node's latest
-        count (one request, only while some are tracked as pending). A node without
-        eth_simulateV1 simulates on "pending" instead."""
-        pending = sorted((t for t in self.tx.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
+        order, so each send is checked in the state it will really meet (after the set-up
+        calls and the swaps of the ones before it); then the set-up calls this one still
+        needs. A node without eth_simulateV1 simulates on "pending" instead."""
         setup = tuple(pre for pre in p.opp.plan.prerequisites if (pre.to.lower(), pre.data) not in self._prereqs_done)
         setup += self._approval_calls(p.opp.plan)
+        ours, tag = await self._not_mined()
+        return ours + setup, tag
+
+    async def _not_mined(self) -> tuple[tuple[TxPlan, ...], str]:
+        """(our sends not mined yet, in nonce order; the block tag to simulate on). Which are
+        not mined: nonces at or above the node's latest count (one request, only while some
+        are tracked as pending)."""
+        pending = sorted((t for t in self.tx.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
         if not pending:
-            return setup, "latest"
+            return (), "latest"
         if self.simulator.has_simulate_v1 is False:
-            return setup, "pending"
+            return (), "pending"
         mined_below = parse_int(await self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), "nonce")
-        return tuple(t.plan for t in pending if t.nonce >= mined_below) + setup, "latest"
+        return tuple(TxPlan(to=t.plan.to, data=t.plan.data, value=t.plan.value, gas_limit=max(t.gas, 21_000))
+                     for t in pending if t.nonce >= mined_below), "latest"
 
     async def start(self) -> None:
         await self.tx.start()
@@ -273,25 +294,22 @@ class LiveExecutor(Executor):
                       broadcaster=self.tx.broadcaster.name, journal=str(self.tx.journal.path),
                       in_flight=len(self.tx.pending))
 
-    async def _setup_send(self, plan: TxPlan, head: Head, what: str) -> None:
-        """A set-up transaction (approval, hope): simulated, sent, awaited."""
+    async def _setup_send(self, plan: TxPlan, head: Head, what: str, undo: tuple[str, Any]) -> None:
+        """A set-up transaction (approval, hope): simulated after our sends not mined yet, then
+        sent; not awaited. The action that needs it is simulated after it (it is one of our
+        pending sends) and sent right behind it on the next nonce, so both can land in the
+        same block. `undo` names what to forget if it is mined and fails."""
         key = f"setup:{what}"
-        if key in self._setup_mined:
+        if key in self._setup_mined or key in self.tx.in_flight_keys():  # done, or sent: never twice
             return
-        if key in self.tx.in_flight_keys():  # sent before and not final yet: never twice
-            raise TransientError(f"{what}: the set-up transaction is still in flight")
-        sim = await simulate(self.rpc, plan, self.address)
+        ours, tag = await self._not_mined()
+        sim = await self.simulator.run(plan, self.address, pre=ours, block=tag)
         if not sim.ok:
             raise TransientError(f"{what} would revert: {sim.reason}")
-        t = await self.tx.send(plan, min(plan.gas_limit, sim.gas_used * 13 // 10 + 20_000), head, key=key)
+        gas = gas_limit_for(plan, sim.gas_used)
+        t = await self.tx.send(plan, gas, head, key=key)
+        self._setup_undo[key] = undo
         self.log.info("setup_sent", description=what, tx=t.latest_hash, nonce=t.nonce)
-        mined = await self.tx.wait([t], self.cfg.keeper.receipt_timeout_s * 4)
-        # the receipt poll sees every transaction of ours that got mined meanwhile: the ones
-        # that are not this set-up call are reported by the batch (or the next block)
-        self._mined_meanwhile += [m for m in mined if m is not t]
-        if t.receipt is None or t.receipt.get("status") != "0x1":
-            raise TransientError(f"{what} did not succeed")
-        self._setup_mined.add(key)
 
     async def _ensure_prerequisites(self, plan: TxPlan, head: Head) -> bool:
         """Send the plan's one-time set-up calls not done yet; True if any was sent."""
@@ -299,7 +317,7 @@ class LiveExecutor(Executor):
         for pre in plan.prerequisites:
             key = (pre.to.lower(), pre.data)
             if key not in self._prereqs_done:
-                await self._setup_send(pre, head, pre.description or f"set-up call to {pre.to}")
+                await self._setup_send(pre, head, pre.description or f"set-up call to {pre.to}", ("prereq", key))
                 self._prereqs_done.add(key)
                 sent = True
         return sent
@@ -315,9 +333,9 @@ class LiveExecutor(Executor):
             if cur < ap.amount:
                 if cur:  # USDT-like tokens revert on approve from non-zero to non-zero: reset first
                     reset = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, 0), gas_limit=100_000)
-                    await self._setup_send(reset, head, f"reset approval of {ap.token} for {ap.spender}")
+                    await self._setup_send(reset, head, f"reset approval of {ap.token} for {ap.spender}", ("approve", key))
                 approve = TxPlan(to=ap.token, data=F_APPROVE.encode(ap.spender, MAX_UINT), gas_limit=100_000)
-                await self._setup_send(approve, head, f"approve {ap.token} for {ap.spender}")
+                await self._setup_send(approve, head, f"approve {ap.token} for {ap.spender}", ("approve", key))
                 cur = MAX_UINT
                 sent = True
             if cur >= MAX_UINT // 2:
@@ -359,7 +377,7 @@ class LiveExecutor(Executor):
                     outs.append(r)
                     continue
             repriced, sim = r
-            gas = min(p.opp.plan.gas_limit, sim.gas_used * 13 // 10 + 20_000)
+            gas = gas_limit_for(p.opp.plan, sim.gas_used)
             try:
                 t = await self.tx.send(p.opp.plan, gas, head, key=p.opp.key,
                                        expected_profit_usd_e8=repriced.net_profit_usd_e8,
@@ -377,17 +395,13 @@ class LiveExecutor(Executor):
                           uncertain=t.uncertain, **detail)
             self._sent[t.id] = (repriced, sim)
             sent.append(t)
-        mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s) if sent else []
-        mined += self._drain_mined_meanwhile()
-        outs.extend(o for o in (self._finish(t) for t in mined) if o is not None)
+        if sent:
+            mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s)
+            outs.extend(o for o in (self._finish(t) for t in mined) if o is not None)
         return outs
 
-    def _drain_mined_meanwhile(self) -> list[Tracked]:
-        out, self._mined_meanwhile = self._mined_meanwhile, []
-        return out
-
     async def on_block(self, head: Head) -> list[Outcome]:
-        mined = await self.tx.on_block(head, self._resimulate) + self._drain_mined_meanwhile()
+        mined = await self.tx.on_block(head, self._resimulate)
         # re-target private bundles not in yet
         await self.tx.broadcaster.on_block(head, {h for t in self.tx.pending.values() if t.status == "pending"
                                                   for h in t.hashes})
@@ -408,8 +422,12 @@ class LiveExecutor(Executor):
         (a transaction restored from the journal after a restart is reported from its receipt)."""
         rc = t.receipt or {}
         if t.key.startswith("setup:"):
+            what, undo = self._setup_undo.pop(t.key, ("", None))
             if rc.get("status") == "0x1" and not t.cancelled:
                 self._setup_mined.add(t.key)
+            else:  # assumed done when sent: it is not, so it is made again when next needed
+                (self._approved if what == "approve" else self._prereqs_done).discard(undo)
+                self.log.warning("setup_failed", intent=t.key, tx=t.mined_hash, cancelled=t.cancelled)
             return None
         gas_used = parse_int(rc.get("gasUsed", "0x0"), "gasUsed")
         gas_cost_wei = gas_used * parse_int(rc.get("effectiveGasPrice", "0x0"), "effectiveGasPrice")
