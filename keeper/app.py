@@ -84,6 +84,7 @@ class Keeper:
                                     keeper_address=keeper_address, chunk_blocks=self.cfg.chain.log_chunk_blocks,
                                     log=self.log)
             adapter.sizing = self.cfg.keeper.sizing
+            adapter.block_time_s = self.cfg.chain.block_time_s
             await adapter.start()
             self.adapters[pcfg.name] = adapter
         if self.cfg.chain.native_usd_feed is None and not any(

@@ -354,6 +354,7 @@ class ChainConfig:
     rpc_urls: tuple[str, ...] = ()  # every endpoint, rpc_url first; requests go to the healthiest
     max_head_lag_blocks: int = 3  # an endpoint whose head is further behind the best is taken out
     rpc_probe_interval_s: float = 5.0  # how often an endpoint taken out is tried again
+    block_time_s: int = 12  # seconds between blocks: what is priced for the next block (auction clocks)
 
 
 @dataclass(frozen=True)
@@ -589,6 +590,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         rpc_urls=rpc_urls,
         max_head_lag_blocks=ch.get("max_head_lag_blocks", integer(0, 10_000), 3),
         rpc_probe_interval_s=ch.get("rpc_probe_interval_s", seconds(3600), 5.0),
+        block_time_s=ch.get("block_time_s", integer(0, 3600), 12),
     )
     ch.done()
 

@@ -73,14 +73,15 @@ async def _run_keeper(url: str) -> tuple[list[Outcome], Any]:
         for _ in range(MAX_ROUNDS):
             head = await keeper.read_head()
             outs = await keeper.cycle(head)
+            step = cfg.chain.block_time_s  # the next block comes when the keeper priced it for
             if any(o.status in ("confirmed", "failed") for o in outs) or keeper.executor.in_flight:
                 idle = 0
             else:
                 idle += 1
                 if idle >= 25:
                     break
-                # nothing to do right now: let the auction clocks run (Dutch auctions fall with time)
-                await keeper.rpc.call("evm_increaseTime", [AUCTION_STEP_S])
+                step = AUCTION_STEP_S  # nothing to do right now: let the auction clocks run
+            await keeper.rpc.call("evm_setNextBlockTimestamp", [head.timestamp + step])
             await keeper.rpc.call("evm_mine", [])
         return list(keeper.executor.outcomes), keeper
     finally:
@@ -92,7 +93,7 @@ def _summary(outcomes: list[Outcome], keeper: Any) -> tuple[int, int]:
     and realized (what its receipt shows it earned, minus the gas it paid). Returns
     (confirmed, largest gap between them in parts per million of the expected profit)."""
     confirmed = [o for o in outcomes if o.status == "confirmed"]
-    print(f"{'protocol':<16} {'account / auction':<44} {'what':<44} {'expected $':>11} {'realized $':>11}")
+    print(f"{'protocol':<16} {'account / auction':<44} {'what':<64} {'expected $':>11} {'realized $':>11}")
     total_exp = total_real = 0
     worst_ppm = 0
     for o in confirmed:
@@ -107,7 +108,7 @@ def _summary(outcomes: list[Outcome], keeper: Any) -> tuple[int, int]:
             if o.expected_profit_usd_e8:
                 worst_ppm = max(worst_ppm, abs(realized - o.expected_profit_usd_e8) * 1_000_000
                                 // abs(o.expected_profit_usd_e8))
-        print(f"{o.opp.protocol:<16} {o.opp.account[:44]:<44} {what[:44]:<44} "
+        print(f"{o.opp.protocol:<16} {o.opp.account[:44]:<44} {what[:64]:<64} "
               f"{o.expected_profit_usd_e8 / 1e8:>11,.2f} {shown:>11}")
     skipped = sum(1 for o in outcomes if o.status == "skipped")
     failed = sum(1 for o in outcomes if o.status == "failed")

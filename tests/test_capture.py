@@ -182,3 +182,24 @@ async def test_usdt_collateral_is_sold_back_in_the_same_transaction(chain, make_
     after = keeper_balances(chain)
     assert after["USDT"] == before["USDT"]  # nothing seized is held
     assert after["WETH"] - before["WETH"] >= mine[0].realized["profit"] > 0
+
+
+async def test_the_demo_realizes_what_it_expects_within_a_tenth_of_a_percent():
+    """`keeper demo`: every confirmed action's realized profit (from its receipt, minus the gas
+    paid) agrees with what the keeper expected when it sent it, within 0.1%."""
+    import asyncio
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
+    p = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "keeper", "demo", "--port", "0"], cwd=REPO,
+                                env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    m = re.search(r"(\d+) actions confirmed, (\d+) failed, .* largest gap ([0-9.]+)% of the expected profit", p.stdout)
+    assert m, p.stdout
+    confirmed, failed, gap = int(m[1]), int(m[2]), float(m[3])
+    assert confirmed >= 6 and failed == 0 and gap <= 0.1

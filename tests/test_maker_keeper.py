@@ -308,12 +308,15 @@ async def test_flash_take_with_zero_dai_leaves_the_profit_with_the_owner(chain, 
     for o in flash:
         assert o.realized["profit_dai"] >= o.opp.detail.min_profit > 0
         # each sale priced on the book after the ones before it in the block: realized as expected
-        # (a linear price that fell a second between the head and the take only pays more)
         assert o.opp.routes and o.opp.detail.swap_route == "WETH >v3 0.3%> DAI"
+        # (priced for the next block's time, chain.block_time_s later: a take that lands at another
+        # second pays the price of that second, never above its limit)
         if o.realized["price"] == o.opp.detail.price:
             assert_realized_matches(a, o)
-        else:
+        elif o.realized["price"] < o.opp.detail.price:
             assert a.realized_gross_usd_e8(o.opp, o.realized) > o.opp.gross_profit_usd_e8
+        else:
+            assert o.realized["price"] <= o.realized["max"] == o.opp.detail.limit
     assert vat_dai(chain, KEEPER) == 0  # no capital was used
     assert chain.view(e["dai"], ERC20.fn("balanceOf"), e["take_callee"])[0] == 0
     await cycle(keeper)

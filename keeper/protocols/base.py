@@ -77,6 +77,7 @@ class BaseAdapter:
         self.mc = multicall
         self.swaps = swaps  # the shared pool book (keeper.pricing.book); None: no swap venue configured
         self.sizing = "profit"  # [keeper] sizing, set by the app: "profit" | "max"
+        self.block_time_s = 12  # [chain] block_time_s, set by the app: the next block's time is priced
         self.keeper = keeper_address
         self.chunk_blocks = chunk_blocks
         self.log = log.bind(protocol=cfg.name)

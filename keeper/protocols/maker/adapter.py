@@ -637,6 +637,11 @@ class Adapter(BaseAdapter):
                 redo, price, _lot, _tab = F_C_STATUS.decode(st)
                 if usr == ZERO or int(usr, 16) == 0:
                     continue
+                # a take lands in the next block: price it at that block's expected time (the
+                # price only falls with time, and `max` caps what a take pays if it lands sooner)
+                later = k.curve.price(top, head.timestamp + self.block_time_s - tic) if not redo else None
+                if later is not None and 0 < later < price:
+                    price = later
                 auctions[(k.name, i)] = Auction(k.name, i, tab, lot, abi.to_checksum(usr), tic, top, price, bool(redo))
         self.auctions = auctions
 
