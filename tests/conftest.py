@@ -79,9 +79,14 @@ class Chain:
         self.call("anvil_impersonateAccount", [sender])
         return self.call("eth_sendTransaction", [{"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(100_000)}])
 
-    def send_as(self, sender: str, to: str, data: bytes) -> dict[str, Any]:
+    def send_as(self, sender: str, to: str | None, data: bytes | str, gas: int = 2_000_000) -> dict[str, Any]:
+        """Send from any account (impersonated), wait for the receipt, assert success. to=None
+        deploys."""
         self.call("anvil_impersonateAccount", [sender])
-        h = self.call("eth_sendTransaction", [{"from": sender, "to": to, "data": "0x" + data.hex(), "gas": hex(2_000_000)}])
+        tx = {"from": sender, "data": data if isinstance(data, str) else "0x" + data.hex(), "gas": hex(gas)}
+        if to:
+            tx["to"] = to
+        h = self.call("eth_sendTransaction", [tx])
         rc = None
         for _ in range(200):
             rc = self.call("eth_getTransactionReceipt", [h])

@@ -6,7 +6,6 @@ FlashLiquidator owned by the keeper account."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from keeper import abi
+from keeper.devnet.jsonrpc import encode_call
 from keeper.solidity import compile_files
 
 from .conftest import KEEPER, REPO
@@ -34,21 +34,7 @@ GAS: dict[str, int] = {}  # entry point / route -> gas used (printed with -s)
 
 # -- helpers ---------------------------------------------------------------------------
 def enc(signature: str, *args: Any) -> bytes:
-    types = signature[signature.index("(") + 1:-1]
-    return keccak(text=signature)[:4] + (abi_encode(_split(types), list(args)) if types else b"")
-
-
-def _split(types: str) -> list[str]:
-    out, depth, cur = [], 0, ""
-    for ch in types:
-        if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-            continue
-        depth += ch == "("
-        depth -= ch == ")"
-        cur += ch
-    return out + [cur]
+    return bytes.fromhex(encode_call(signature, *args)[2:])
 
 
 def route(*hops: tuple) -> bytes:
@@ -64,18 +50,7 @@ def v2(pair: str, t_in: str, t_out: str) -> tuple:
 
 
 def send(chain, sender: str, to: str | None, data: bytes, gas: int = 3_000_000) -> dict:
-    chain.call("anvil_impersonateAccount", [sender])
-    tx = {"from": sender, "data": "0x" + data.hex(), "gas": hex(gas)}
-    if to:
-        tx["to"] = to
-    h = chain.call("eth_sendTransaction", [tx])
-    for _ in range(500):
-        rc = chain.call("eth_getTransactionReceipt", [h])
-        if rc:
-            assert rc["status"] == "0x1", (rc, call(chain, sender, to, data))
-            return rc
-        time.sleep(0.01)
-    raise AssertionError(f"no receipt for {h}")
+    return chain.send_as(sender, to, data, gas)
 
 
 def call(chain, sender: str, to: str | None, data: bytes) -> tuple[bool, bytes | str]:
