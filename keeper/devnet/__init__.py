@@ -1,7 +1,9 @@
-"""Local devnet: anvil with REAL Aave V3 and Uniswap V3 bytecode from npm artifacts.
+"""Local devnet: anvil with REAL Aave V3, Uniswap V3 and Uniswap V2 bytecode from npm artifacts.
 
-Deterministic addresses (fixed deploy order from anvil account 0 on a fresh chain), seeded
-borrowers, and a cached anvil state so later starts take well under a second.
+Deterministic addresses (fixed deploy order from anvil account 0 on a fresh chain; the
+extensions in extensions.py from their own accounts: maker, perps, venues = USDT-like and LINK
+reserves with V2 pairs), seeded borrowers, and a cached anvil state so later starts take well
+under a second.
 
 Public API (all amounts are integers in raw token units; prices are USD with 8 decimals)::
 
