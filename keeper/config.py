@@ -221,6 +221,22 @@ def url_list(where: str, v: Any) -> tuple[str, ...]:
     return out
 
 
+def listen_address(where: str, v: Any) -> tuple[str, int]:
+    """host:port to listen on (an IPv4 address or a host name, port 0..65535)."""
+    text = string(where, v)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or any(c.isspace() for c in host):
+        fail(where, f"must be host:port, e.g. \"127.0.0.1:9108\", got {show(v)}")
+    return host, int(port)
+
+
+def _balances(where: str, v: Any) -> dict[str, Decimal]:
+    if not isinstance(v, dict):
+        fail(where, f"must be a table of token symbol = whole tokens, e.g. {{ WETH = 1 }}, got {show(v)}")
+    amount = decimal(minimum=0, maximum=10**15)
+    return {str(k): amount(f"{where}.{k}", x) for k, x in v.items()}
+
+
 def address_list(where: str, v: Any) -> tuple[str, ...]:
     out = tuple(address(f"{where}[{i}]", a) for i, a in enumerate(non_empty_list(where, v, "addresses")))
     _no_repeats(where, [a.lower() for a in out])
@@ -381,6 +397,7 @@ class KeeperConfig:
     # "profit": each liquidation sized for the largest net profit, the keeper's own market impact
     # within a block priced in; "max": the largest size the rules allow, quoted alone (a baseline)
     sizing: str = "profit"
+    store_path: Path | None = None  # SQLite record of everything seen and done (None: beside the journal)
 
 
 @dataclass(frozen=True)
@@ -404,12 +421,34 @@ class SwapConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The operator's port: /healthz, /metrics, the status page."""
+
+    host: str
+    port: int
+    token_env: str | None = None  # environment variable holding the bearer token (None: no token)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    webhook_url_env: str  # environment variable holding the webhook URL (it is a secret)
+    style: str = "json"  # json | slack | discord
+    min_interval_s: float = 300.0  # the same alert is not sent again within this
+    min_balances: tuple[tuple[str, Decimal], ...] = ()  # (token symbol, whole tokens): alert below
+    failed_sends: int = 3  # alert after this many failed sends in a row
+    raced_min_usd_e8: int = 100 * 10**8  # alert when a competitor takes a liquidation worth more
+    head_stalled_s: float = 120.0  # alert when the head has not moved for this long
+
+
+@dataclass(frozen=True)
 class Config:
     chain: ChainConfig
     keeper: KeeperConfig
     swap: SwapConfig
     protocols: tuple[Any, ...]  # each protocol's own frozen config dataclass
     relay: RelayConfig | None = None
+    http: HttpConfig | None = None
+    alerts: AlertsConfig | None = None
     source: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -440,7 +479,7 @@ def _toml_loads(text: str) -> dict[str, Any]:
     return tomllib.loads(text, parse_float=Decimal)
 
 
-SECTIONS = ("chain", "keeper", "swap", "relay", "protocols")
+SECTIONS = ("chain", "keeper", "swap", "relay", "http", "alerts", "protocols")
 _INDEX = re.compile(r"[0-9]{1,6}")
 _ENV_SHAPE = "overrides look like KEEPER_<SECTION>__<KEY> or KEEPER_PROTOCOLS__<index>__<KEY>"
 
@@ -620,6 +659,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         replace_after_blocks=kp.get("replace_after_blocks", integer(1, 10_000), 3),
         confirmations=kp.get("confirmations", integer(1, 1000), 1),
         journal=kp.get("journal", journal_path, None),
+        store_path=kp.get("store_path", journal_path, None),
         max_gas_spend_wei_per_hour=_opt_eth(kp.get("max_gas_spend_eth_per_hour", eth_budget, None)),
         max_gas_spend_wei_per_day=_opt_eth(kp.get("max_gas_spend_eth_per_day", eth_budget, None)),
         max_consecutive_failures=kp.get("max_consecutive_failures", integer(0, 1_000_000), 5),
@@ -655,6 +695,28 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         )
         rl.done()
 
+    http = None
+    if "http" in data:
+        hs = root.sub("http")
+        host, port = hs.get("listen", listen_address, ("127.0.0.1", 9108))
+        http = HttpConfig(host=host, port=port, token_env=hs.get("token_env", env_name, None))
+        hs.done()
+
+    alerts = None
+    if "alerts" in data:
+        al = root.sub("alerts")
+        balances = al.get("min_balances", _balances, {})
+        alerts = AlertsConfig(
+            webhook_url_env=al.get("webhook_url_env", env_name, "KEEPER_ALERT_WEBHOOK"),
+            style=al.get("style", one_of("json", "slack", "discord"), "json"),
+            min_interval_s=al.get("min_interval_s", seconds(7 * 86_400, minimum=0), 300.0),
+            min_balances=tuple(sorted(balances.items())),
+            failed_sends=al.get("failed_sends", integer(1, 1_000_000), 3),
+            raced_min_usd_e8=int(al.get("raced_min_usd", decimal(minimum=0, maximum=10**12), Decimal(100)) * 10**8),
+            head_stalled_s=al.get("head_stalled_s", seconds(86_400), 120.0),
+        )
+        al.done()
+
     root.used.add("protocols")
     plist = data.get("protocols")
     if not isinstance(plist, list) or not plist:
@@ -666,7 +728,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     if dup:
         raise ConfigError(f"protocols: name {show(sorted(dup)[0])} is used twice")
     root.done()
-    return Config(chain=chain, keeper=keeper, swap=swap, protocols=protocols, relay=relay, source=source, raw=data)
+    return Config(chain=chain, keeper=keeper, swap=swap, protocols=protocols, relay=relay, http=http, alerts=alerts, source=source, raw=data)
 
 
 def _opt_eth(v: Decimal | None) -> int | None:

@@ -93,3 +93,19 @@ class Outcome:
     expected_profit_usd_e8: int = 0
     realized: dict[str, Any] = field(default_factory=dict)  # protocol-reported amounts
     simulated: dict[str, int] = field(default_factory=dict)  # token -> simulated change of the keeper's balance
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLiquidation:
+    """A liquidation (bark, take, perps liquidation) that happened on chain in a watched
+    protocol, whoever did it: what the keeper classifies as ours, raced, filtered or unseen."""
+
+    protocol: str  # the adapter's configured name
+    kind: str  # liquidation | bark | take | ...
+    account: str  # as the adapter names it (borrower, urn, auction key, perps account)
+    liquidator: str  # who did it ("" when the log does not say)
+    block: int
+    tx_hash: str
+    log_index: int
+    detail: dict[str, Any] = field(default_factory=dict)
+    value_usd_e8: int | None = None  # what it paid the liquidator, when known

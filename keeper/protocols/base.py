@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from ..errors import BadResponseError, ConfigError, RpcError
+from ..progress import MIN_CHUNKS, Progress
 from ..rpc import Rpc
 from ..types import Opportunity
 
@@ -28,28 +29,36 @@ def _range_refused(e: RpcError) -> bool:
 
 
 async def log_chunks(rpc: Rpc, address: str | list[str], topics: list[Any], start: int, end: int,
-                     chunk_blocks: int, log: Any) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+                     chunk_blocks: int, log: Any, what: str = "events",
+                     found: Callable[[], int] | None = None) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
     """eth_getLogs from `start` to `end` in chunks, yielding (last block of the chunk, logs).
 
     Backfill and following use the same path: the caller records the yielded block as synced
     only after it has processed the chunk, so a failure never skips logs. When the node
-    refuses a range (too many results, range limits), the chunk is halved and retried."""
+    refuses a range (too many results, range limits), the chunk is halved and retried. A long
+    range reports its progress (keeper/progress.py: a bar on a terminal, log lines otherwise;
+    `found` counts what the caller has found so far)."""
     chunk = chunk_blocks
-    while start <= end:
-        stop = min(start + chunk - 1, end)
-        try:
-            logs = await rpc.call("eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(stop),
-                                                   "topics": topics}])
-        except RpcError as e:
-            if chunk > 1 and _range_refused(e):
-                chunk = max(1, chunk // 2)
-                log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
-                continue
-            raise
-        if not isinstance(logs, list):
-            raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
-        yield stop, logs
-        start = stop + 1
+    progress = Progress(what, start, end, log, found, min_blocks=MIN_CHUNKS * chunk_blocks)
+    try:
+        while start <= end:
+            stop = min(start + chunk - 1, end)
+            try:
+                logs = await rpc.call("eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(stop),
+                                                       "topics": topics}])
+            except RpcError as e:
+                if chunk > 1 and _range_refused(e):
+                    chunk = max(1, chunk // 2)
+                    log.info("log_chunk_reduced", chunk_blocks=chunk, reason=e.rpc_message[:80])
+                    continue
+                raise
+            if not isinstance(logs, list):
+                raise BadResponseError(f"eth_getLogs: expected a list, got {str(logs)[:80]!r}")
+            yield stop, logs
+            progress.update(stop)
+            start = stop + 1
+    finally:
+        progress.finish()
 
 
 async def has_code(rpc: Rpc, address: str) -> bool:

@@ -24,7 +24,7 @@ from ... import abi, sizing
 from ...config import Section, address, boolean, decimal, integer, one_of, subset_of
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
-from ...types import Approval, Head, Opportunity, TxPlan
+from ...types import Approval, ChainLiquidation, Head, Opportunity, TxPlan
 from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as am
 from .errors import explain
@@ -269,6 +269,8 @@ class Adapter(BaseAdapter):
         self.health: dict[str, AccountHealth] = {}
         self.last_candidates: dict[str, list[tuple[tuple[str, ...], int]]] = {}
         self.flash_premium_bps = 0
+        self.live_from: int | None = None  # the head at the first sync
+        self._chain_liquidations: list[ChainLiquidation] = []
         # (account, route) -> (block, the pair it was sized on): what resize() sizes again
         self._candidates: dict[tuple[str, str], tuple[int, Candidate]] = {}
         # accounts whose getUserAccountData failed in the last refresh -> (reason, detail)
@@ -336,17 +338,49 @@ class Adapter(BaseAdapter):
 
     # -- discovery --------------------------------------------------------------------
     async def sync(self, head: Head) -> int:
-        """Read Borrow events from the last synced block to head, in chunks. Returns new accounts."""
+        """Read Borrow and LiquidationCall events from the last synced block to head, in
+        chunks (one eth_getLogs per chunk). Borrowers become tracked accounts; liquidations
+        after the keeper started are kept for drain_liquidations(). Returns new accounts."""
         before = len(self.accounts)
-        async for last, logs in log_chunks(self.rpc, self.pool, [BORROW_TOPIC], self.synced_to + 1, head.number,
-                                           self.chunk_blocks, self.log):
+        if self.live_from is None:
+            self.live_from = head.number  # liquidations before the keeper ran are history
+        async for last, logs in log_chunks(self.rpc, self.pool, [[BORROW_TOPIC, EV_LIQUIDATION.topic0]],
+                                           self.synced_to + 1, head.number, self.chunk_blocks, self.log,
+                                           what=f"{self.name} borrowers", found=lambda: len(self.accounts)):
             for lg in logs:
                 try:
-                    self.accounts.add(abi.to_checksum("0x" + lg["topics"][2][-40:]))
-                except (KeyError, IndexError, TypeError):
-                    raise BadResponseError("eth_getLogs: malformed Borrow log") from None
+                    if lg["topics"][0] == BORROW_TOPIC:
+                        self.accounts.add(abi.to_checksum("0x" + lg["topics"][2][-40:]))
+                    elif int(lg["blockNumber"], 16) > self.live_from:
+                        self._chain_liquidations.append(self._chain_liquidation(lg))
+                except (KeyError, IndexError, TypeError, ValueError):
+                    raise BadResponseError("eth_getLogs: malformed Borrow or LiquidationCall log") from None
             self.synced_to = last
         return len(self.accounts) - before
+
+    def _chain_liquidation(self, lg: dict[str, Any]) -> ChainLiquidation:
+        ev = EV_LIQUIDATION.decode(lg)
+        c, d = self.reserve(ev["collateralAsset"]), self.reserve(ev["debtAsset"])
+        value = None  # what the liquidator got for what it repaid, at the oracle prices now
+        if c is not None and d is not None and c.price > 0 and d.price > 0:
+            value = self._to_usd_e8(ev["liquidatedCollateralAmount"] * c.price // c.unit
+                                    - ev["debtToCover"] * d.price // d.unit)
+        return ChainLiquidation(
+            protocol=self.name, kind="liquidation", account=abi.to_checksum(ev["user"]),
+            liquidator=abi.to_checksum(ev["liquidator"]), block=int(lg["blockNumber"], 16),
+            tx_hash=lg.get("transactionHash", ""), log_index=int(lg.get("logIndex", "0x0"), 16),
+            detail={"collateral": c.symbol if c else ev["collateralAsset"], "debt": d.symbol if d else ev["debtAsset"],
+                    "debt_repaid": ev["debtToCover"], "collateral_seized": ev["liquidatedCollateralAmount"]},
+            value_usd_e8=value)
+
+    def drain_liquidations(self) -> list[ChainLiquidation]:
+        """The liquidations seen on chain since the last call, in block and log order."""
+        out, self._chain_liquidations = self._chain_liquidations, []
+        return out
+
+    def liquidator_addresses(self) -> set[str]:
+        """The keeper's own contracts that liquidate here (lowercase)."""
+        return {self.cfg.flash_liquidator.lower()} if self.cfg.flash_liquidator else set()
 
     # -- refresh ----------------------------------------------------------------------
     def _block_calls(self, accounts: list[str]) -> list[Call]:
