@@ -32,6 +32,7 @@ async def measure(url: str, dep, rounds: int) -> dict:
     from web3 import AsyncWeb3
     from web3.providers import AsyncHTTPProvider
 
+    from keeper import abi
     from keeper import log as logmod
     from keeper.config import load_config
     from keeper.app import Keeper
@@ -54,7 +55,7 @@ async def measure(url: str, dep, rounds: int) -> dict:
     tracked_with_debt = len(adapter.health)
 
     w3 = AsyncWeb3(AsyncHTTPProvider(url))
-    pool = w3.eth.contract(address=adapter.pool, abi=json.loads((REPO / "abis" / "AavePool.json").read_text()))
+    pool = w3.eth.contract(address=adapter.pool, abi=json.loads((abi.ABI_DIR / "AavePool.json").read_text()))
     base_times, gather_times = [], []
     for _ in range(rounds):
         t = time.perf_counter()

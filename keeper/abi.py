@@ -1,4 +1,5 @@
-"""Lean ABI helpers: selectors and eth_abi types computed once from abis/*.json.
+"""Lean ABI helpers: selectors and eth_abi types computed once from keeper/abis/*.json
+(package data: read through importlib.resources, so an installed wheel finds them too).
 
 `contract.encode_abi` costs ~220 µs a call; selector + eth_abi.encode costs ~11 µs.
 The hot path only uses the objects built here.
@@ -8,14 +9,16 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
-ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
+# the ABI JSON ships inside the package (pyproject.toml package-data); a Traversable that is a
+# plain pathlib.Path for a normal install or a source checkout
+ABI_DIR = resources.files("keeper") / "abis"
 
 
 def _type_str(param: dict[str, Any]) -> str:
@@ -120,7 +123,7 @@ class Abi:
 @cache
 def load(name: str) -> Abi:
     path = ABI_DIR / f"{name}.json"
-    return Abi(name, json.loads(path.read_text()))
+    return Abi(name, json.loads(path.read_text(encoding="utf-8")))
 
 
 ERROR_STRING = bytes.fromhex("08c379a0")
@@ -154,11 +157,11 @@ def _show(v: Any) -> str:
 
 @cache
 def custom_errors() -> dict[bytes, CustomError]:
-    """selector -> error, for every `error` entry in abis/*.json (first file in name order wins)."""
+    """selector -> error, for every `error` entry in keeper/abis/*.json (first file in name order wins)."""
     out: dict[bytes, CustomError] = {}
-    for path in sorted(ABI_DIR.glob("*.json")):
+    for path in sorted((p for p in ABI_DIR.iterdir() if p.name.endswith(".json")), key=lambda p: p.name):
         try:
-            entries = json.loads(path.read_text())
+            entries = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
         if not isinstance(entries, list):
@@ -172,7 +175,7 @@ def custom_errors() -> dict[bytes, CustomError]:
 
 def decode_revert(data: bytes) -> str:
     """Revert data -> reason: the Error(string) text, 'panic 0x..', a custom error declared in
-    abis/*.json with its arguments ('ProfitTooLow(profit=1, minProfit=2)'), or for an unknown
+    keeper/abis/*.json with its arguments ('ProfitTooLow(profit=1, minProfit=2)'), or for an unknown
     selector 'custom error 0x........'."""
     if not data:
         return "reverted without data"

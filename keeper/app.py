@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import deque
 from typing import Any, Awaitable, TypeVar
 
 from . import abi, log as logmod, strategy
@@ -19,12 +20,13 @@ from .config import Config, load_signer
 from .errors import BadResponseError, ConfigError, RpcError, TransientError
 from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
+from .missed import Tracker, classify
 from .pricing.book import SwapVenues
 from .protocols import build_adapter
 from .protocols.base import require_code
 from .redact import redact_url
 from .rpc import Rpc, parse_int
-from .types import Head, Outcome
+from .types import ChainLiquidation, Head, Outcome
 
 T = TypeVar("T")
 AGG = abi.load("ChainlinkAggregator")
@@ -50,9 +52,17 @@ def build_executor(cfg: Config, rpc: Rpc, adapters: dict[str, Any], log: Any, dr
 
 
 class Keeper:
-    def __init__(self, cfg: Config, dry_run: bool, log: Any = None):
+    def __init__(self, cfg: Config, dry_run: bool, log: Any = None, record: bool = True):
+        """record: keep the SQLite store of everything seen and done (keeper/store.py);
+        one-shot views (scan) do not."""
         self.cfg = cfg
         self.dry_run = dry_run
+        self.record = record
+        self.store: Any = None  # keeper.store.Store once started (record=True)
+        self.tracker = Tracker()  # what the keeper knew of each account: for classifying misses
+        self.last_cycle_at: float | None = None  # time.monotonic() when the last cycle completed
+        # the latest liquidations seen on chain, with their class and why (bounded: for views)
+        self.classified: deque[tuple[ChainLiquidation, str, dict[str, Any]]] = deque(maxlen=1000)
         self.log = log or logmod.get()
         self.rpc = Rpc(cfg.chain.rpc_urls or (cfg.chain.rpc_url,), timeout_s=cfg.chain.rpc_timeout_s,
                        max_head_lag_blocks=cfg.chain.max_head_lag_blocks,
@@ -77,6 +87,12 @@ class Keeper:
         await require_code(self.rpc, self.cfg.chain.multicall3, "chain.multicall3")
         self.swaps = await self._swap_venues()
         keeper_address = self.executor.address
+        if self.record:
+            from .store import Store, store_path_for
+
+            self.store = Store(store_path_for(self.cfg, keeper_address), self.log)
+            self.executor.store = self.store
+        self.executor.on_sent = self._on_sent
         for pcfg in self.cfg.protocols:
             if not pcfg.enabled:
                 continue
@@ -185,7 +201,37 @@ class Keeper:
             return []
         for s in getattr(adapter, "last_skips", []):
             lg.info("skipped", account=s.account, reason=s.reason, **s.detail)
+            self.tracker.skipped(name, s.account, head.number, s.reason)
+            if self.store is not None:
+                self.store.decided(head.number, head.timestamp, name, s.account, "skipped", s.reason, None)
+        self._chain_liquidations(name, adapter, head)
         return list(found)
+
+    def _chain_liquidations(self, name: str, adapter: Any, head: Head) -> None:
+        """Every liquidation that happened on chain in this protocol since the last block,
+        classified against what the keeper knew: ours, raced, filtered or unseen."""
+        liqs = adapter.drain_liquidations()
+        if not liqs:
+            return
+        ours = {a.lower() for a in self.adapters_addresses()}
+        for liq in liqs:
+            klass, why = classify(liq, ours=ours, history=self.tracker.history(liq.protocol, liq.account,
+                                                                                upto_block=liq.block))
+            self.log.info("chain_liquidation", protocol=name, account=liq.account, liquidator=liq.liquidator,
+                          block=liq.block, tx=liq.tx_hash, klass=klass,
+                          value_usd=None if liq.value_usd_e8 is None else liq.value_usd_e8 / 1e8, why=why)
+            self.classified.append((liq, klass, why))
+            if self.store is not None:
+                self.store.chain_liquidation(liq.protocol, liq.kind, liq.account, liq.liquidator, liq.block,
+                                             head.timestamp, liq.tx_hash, liq.log_index, liq.detail, liq.value_usd_e8,
+                                             klass, why)
+
+    def adapters_addresses(self) -> set[str]:
+        """The keeper's own addresses: its account and the contracts it liquidates through."""
+        out = {self.executor.address} if self.executor is not None and self.executor.address else set()
+        for a in self.adapters.values():
+            out |= a.liquidator_addresses()
+        return out
 
     async def cycle(self, head: Head, background: bool = False) -> list[Outcome]:
         """One block: track our transactions, refresh every adapter, rank, and hand the chosen
@@ -200,6 +246,7 @@ class Keeper:
         lg = self.log.bind(block=head.number)
         if not opps:
             self.cycles += 1
+            self.last_cycle_at = time.monotonic()
             return tracked
         if not native:
             for o in opps:
@@ -219,12 +266,39 @@ class Keeper:
             lg.info("opportunity", protocol=p.opp.protocol, account=p.opp.account,
                     gross_profit_usd=p.opp.gross_profit_usd_e8 / 1e8, gas_cost_usd=p.gas_cost_usd_e8 / 1e8,
                     net_profit_usd=p.net_profit_usd_e8 / 1e8, **detail)
+            self.tracker.saw(p.opp.protocol, p.opp.account, head.number)
+            if self.store is not None:
+                self.store.seen(head.number, head.timestamp, p.opp.protocol, p.opp.kind, p.opp.account,
+                                str(getattr(p.opp.detail, "route", "")), detail, p.opp.gross_profit_usd_e8,
+                                p.gas_cost_usd_e8, p.net_profit_usd_e8)
         for p, reason in skipped:
             lg.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason,
                     net_profit_usd=p.net_profit_usd_e8 / 1e8)
+            self._decided(head, p.opp.protocol, p.opp.account, "skipped", reason, p.net_profit_usd_e8)
+        for p in chosen:
+            self.tracker.chose(p.opp.protocol, p.opp.account, head.number)
         outs = await self.executor.execute_all(chosen, head, native, background=background)
+        self._note_outcomes(head, outs)
         self.cycles += 1
+        self.last_cycle_at = time.monotonic()
         return tracked + outs
+
+    def _on_sent(self, head: Head, protocol: str, account: str, tx_hash: str, net: int) -> None:
+        self.tracker.sent(protocol, account, head.number, tx_hash)
+        self._decided(head, protocol, account, "sent", "", net)
+
+    def _decided(self, head: Head, protocol: str, account: str, decision: str, reason: str, net: int | None) -> None:
+        if decision == "skipped":
+            self.tracker.skipped(protocol, account, head.number, reason)
+        if self.store is not None:
+            self.store.decided(head.number, head.timestamp, protocol, account, decision, reason, net)
+
+    def _note_outcomes(self, head: Head, outs: list[Outcome]) -> None:
+        """The executor's decisions: skips (with the reason) and dry-run sends (live sends are
+        recorded by the executor when they are signed)."""
+        for o in outs:
+            if o.status in ("skipped", "dry_run"):
+                self._decided(head, o.opp.protocol, o.opp.account, o.status, o.reason, o.expected_profit_usd_e8)
 
     def _resize(self, opp: Any, book: Any) -> Any:
         return self.adapters[opp.protocol].resize(opp, book)
@@ -232,14 +306,8 @@ class Keeper:
     def realized_profit_usd_e8(self, out: Outcome) -> int | None:
         """What a confirmed action really earned after gas, in USD e8: the adapter's reading
         of its receipt minus the gas paid at the current native price (None: not known)."""
-        adapter = self.adapters.get(out.opp.protocol)
-        native = next((p for p in (a.native_price_usd_e8() for a in self.adapters.values()) if p), None)
-        if adapter is None or out.status != "confirmed" or not native:
-            return None
-        gross = adapter.realized_gross_usd_e8(out.opp, out.realized)
-        if gross is None:
-            return None
-        return gross - out.gas_cost_wei * native // 10**18
+        assert self.executor is not None
+        return self.executor.realized_profit_usd_e8(out)
 
     def inventory(self) -> dict[str, int] | None:
         """The keeper's token balances as the adapters read them (None: nobody knows them,
@@ -393,3 +461,5 @@ class Keeper:
         if self.executor is not None:
             await self.executor.close()
         await self.rpc.close()
+        if self.store is not None:
+            self.store.close()

@@ -1,4 +1,4 @@
-"""Command line: keeper run | scan | demo | devnet up/down/shock/status.
+"""Command line: keeper run | scan | report | demo | devnet up/down/shock/status.
 
 A user mistake (bad config, unreachable RPC, missing key, a bad argument, a busy port)
 prints one line starting with "error:" and exits non-zero; it never prints a traceback:
@@ -89,6 +89,12 @@ def _asset(text: str) -> str:
     return sym
 
 
+def _since(text: str) -> int:
+    from .report import since_arg
+
+    return since_arg(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="keeper", description="DeFi liquidation keeper",
                 epilog="exit codes: 0 done (or run/devnet up stopped by a signal), 1 error, 2 usage or config "
@@ -98,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="debug, info, warning, error or critical (default: $KEEPER_LOG_LEVEL or info)")
     p.add_argument("--json-logs", action="store_true", default=None, help="force JSON log lines")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="command",
-                           help="run, scan, deploy-liquidator, demo or devnet")
+                           help="run, scan, report, deploy-liquidator, demo or devnet")
 
     r = sub.add_parser("run", help="follow the chain and liquidate (or, with --dry-run, log what it would do)")
     r.add_argument("--config", required=True)
@@ -110,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--limit", type=int, default=30,
                    help="show the N positions with the lowest health (default 30; 0 or less: all of them)")
+
+    rp = sub.add_parser("report", help="PnL, success and capture rates, misses, actions and skips from the store")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--since", type=_since, default=None, metavar="WHEN",
+                    help="from a UTC date or time (2026-11-01, 2026-11-01T12:00) or a span back from now "
+                         "(24h, 7d); default: everything")
+    fmt = rp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON document")
+    fmt.add_argument("--csv", action="store_true", help="the actions as CSV")
 
     dl = sub.add_parser("deploy-liquidator", help="deploy the flash-loan liquidator contract from the keeper's key")
     dl.add_argument("--config", required=True)
@@ -259,6 +274,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_run(args))
     if args.cmd == "scan":
         return asyncio.run(_scan(args))
+    if args.cmd == "report":
+        from .report import main as report
+
+        return report(args)
     if args.cmd == "deploy-liquidator":
         from .config import load_config
         from .deploy_liquidator import deploy_liquidator

@@ -26,9 +26,14 @@ async def deploy_liquidator(cfg: Config) -> str:
         raise ConfigError("protocols: no aave_v3 protocol to deploy a flash liquidator for")
     if cfg.swap.router is None:
         raise ConfigError("swap.router: required to deploy the flash liquidator (the Uniswap V3 SwapRouter address)")
+    source = REPO / "contracts" / "FlashLiquidator.sol"
+    if not source.is_file():  # an installed wheel (pip install, the Docker image) has no contracts/
+        raise ConfigError("deploy-liquidator: needs a source checkout (contracts/FlashLiquidator.sol and solc from "
+                          "./dev setup), not found beside this installed keeper; run ./dev keeper deploy-liquidator "
+                          "--config FILE from the repository")
     signer = load_signer(cfg.keeper)
     try:
-        art = compile_files([REPO / "contracts" / "FlashLiquidator.sol"])["FlashLiquidator"]
+        art = compile_files([source])["FlashLiquidator"]
     except RuntimeError as e:
         raise ConfigError(f"contracts/FlashLiquidator.sol: cannot compile ({e}); run ./dev setup for solc") from None
     rpc = Rpc(cfg.chain.rpc_url, cfg.chain.rpc_timeout_s)

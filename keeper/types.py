@@ -107,5 +107,5 @@ class ChainLiquidation:
     block: int
     tx_hash: str
     log_index: int
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # amounts (raw units)
     value_usd_e8: int | None = None  # what it paid the liquidator, when known

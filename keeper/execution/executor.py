@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .. import abi, strategy
 from ..config import Config
@@ -57,6 +57,10 @@ class Executor:
         self.tasks: set[asyncio.Task[list[Outcome]]] = set()
         self._dispatching: set[str] = set()  # keys handed to a batch that has not finished
         self._approved: set[tuple[str, str]] = set()  # (token, spender) known to have a full allowance
+        self.store: Any = None  # keeper.store.Store: sends and outcomes are recorded there (set by the app)
+        # called with (head, protocol, account, tx hash, expected net usd_e8) for every liquidation sent
+        self.on_sent: Callable[[Head, str, str, str, int], None] | None = None
+        self.head: Head | None = None  # the head of the batch or block being handled
 
     @property
     def in_flight(self) -> set[str]:
@@ -128,6 +132,25 @@ class Executor:
         prio = k.priority_fee_wei
         max_fee = min(2 * head.base_fee_wei + prio, k.max_fee_wei)
         return min(head.next_base_fee_wei + prio, max_fee), max_fee, prio
+
+    def native_usd_e8(self) -> int | None:
+        return next((p for p in (a.native_price_usd_e8() for a in self.adapters.values()) if p), None)
+
+    def realized_profit_usd_e8(self, out: Outcome) -> int | None:
+        """What a confirmed action really earned after gas, in USD e8: the adapter's reading
+        of its receipt minus the gas paid at the current native price (None: not known).
+        A reverted or cancelled one lost its gas."""
+        adapter = self.adapters.get(out.opp.protocol)
+        native = self.native_usd_e8()
+        if adapter is None or not native:
+            return None
+        gas = out.gas_cost_wei * native // 10**18
+        if out.status in ("failed", "cancelled"):
+            return -gas
+        if out.status != "confirmed":
+            return None
+        gross = adapter.realized_gross_usd_e8(out.opp, out.realized)
+        return None if gross is None else gross - gas
 
     def _skip(self, p: Priced, reason: str, **kw: Any) -> Outcome:
         self.log.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason, **kw)
@@ -347,6 +370,7 @@ class LiveExecutor(Executor):
         return max(p.opp.gross_profit_usd_e8, 0) * 10**18 // max(native_usd_e8, 1)
 
     async def _run_batch(self, chosen: list[Priced], head: Head, native_usd_e8: int) -> list[Outcome]:
+        self.head = head
         outs: list[Outcome] = []
         sent: list[Tracked] = []
         for p in chosen:
@@ -395,12 +419,19 @@ class LiveExecutor(Executor):
                           uncertain=t.uncertain, **detail)
             self._sent[t.id] = (repriced, sim)
             sent.append(t)
+            if self.store is not None:
+                self.store.tx(t.id, t.key, p.opp.protocol, p.opp.account, t.latest_hash, t.nonce, t.max_fee, t.prio, gas,
+                              str(getattr(p.opp.detail, "route", "")), self.tx.broadcaster.name,
+                              repriced.net_profit_usd_e8, head.number, head.timestamp)
+            if self.on_sent is not None:
+                self.on_sent(head, p.opp.protocol, p.opp.account, t.latest_hash, repriced.net_profit_usd_e8)
         if sent:
             mined = await self.tx.wait(sent, self.cfg.keeper.receipt_timeout_s)
             outs.extend(o for o in (self._finish(t) for t in mined) if o is not None)
         return outs
 
     async def on_block(self, head: Head) -> list[Outcome]:
+        self.head = head
         mined = await self.tx.on_block(head, self._resimulate)
         # re-target private bundles not in yet
         await self.tx.broadcaster.on_block(head, {h for t in self.tx.pending.values() if t.status == "pending"
@@ -454,13 +485,28 @@ class LiveExecutor(Executor):
             status, reason = "failed", "reverted"
             self.log.warning("liquidation_failed", reason=reason, **fields)
         if entry is None:
+            self._record_outcome(t, protocol, account, status, fields["block"], gas_used, gas_cost_wei, expected,
+                                 None, realized)
             return None
         p, sim = entry
         out = Outcome(opp=p.opp, status=status, reason=reason, tx_hash=t.mined_hash, gas_used=gas_used,
                       gas_cost_wei=gas_cost_wei, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized,
                       simulated=dict(sim.deltas or {}) if status == "confirmed" else {})
         self.outcomes.append(out)
+        self._record_outcome(t, protocol, account, status, fields["block"], gas_used, gas_cost_wei, expected,
+                             self.realized_profit_usd_e8(out), realized)
         return out
+
+    def _record_outcome(self, t: Tracked, protocol: str, account: str, status: str, block: int, gas_used: int,
+                        gas_cost_wei: int, expected: int, realized_usd_e8: int | None, realized: dict[str, Any]) -> None:
+        if self.store is None:
+            return
+        stored = {"confirmed": "included", "failed": "reverted"}.get(status, status)
+        native = self.native_usd_e8()
+        ts = self.head.timestamp if self.head is not None else 0
+        self.store.outcome(t.id, t.mined_hash, protocol, account, stored, block, ts, gas_used, gas_cost_wei, expected,
+                           realized_usd_e8, realized,
+                           gas_usd_e8=gas_cost_wei * native // 10**18 if native else None)
 
     async def close(self) -> None:
         await self.stop()

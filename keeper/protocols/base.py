@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from ..errors import BadResponseError, ConfigError, RpcError
 from ..progress import MIN_CHUNKS, Progress
 from ..rpc import Rpc
-from ..types import Opportunity
+from ..types import ChainLiquidation, Opportunity
 
 if TYPE_CHECKING:
     from ..pricing.book import Book, SwapVenues
@@ -100,6 +100,15 @@ class BaseAdapter:
         opportunities ranked before it in this block (the keeper's own market impact). Pure:
         no I/O. None when no size pays any more. Adapters whose actions swap override it."""
         return opp
+
+    def drain_liquidations(self) -> list[ChainLiquidation]:
+        """The liquidations that happened on chain in this protocol (by anyone) since the last
+        call, from the events sync follows. Adapters that follow them override it."""
+        return []
+
+    def liquidator_addresses(self) -> set[str]:
+        """The keeper's own contracts that act in this protocol (lowercase)."""
+        return set()
 
     def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None:
         """What a confirmed action really paid before gas, in USD e8, from the amounts

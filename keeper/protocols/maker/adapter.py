@@ -35,11 +35,13 @@ from ... import abi, sizing
 from ...config import (Section, address, block_number, boolean, decimal, gas_fits, gas_units, label,
                        non_empty_list, show, subset_of)
 from ...errors import BadResponseError, ConfigError
+from ...missed import ChainLiquidation
 from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
 from ..base import BaseAdapter, Skip, has_code, log_chunks, require_code
 from . import math as mm
 from .math import RAD, RAY, WAD
+
 
 VAT = abi.load("MakerVat")
 DOG = abi.load("MakerDog")
@@ -80,6 +82,9 @@ EV_KICK, EV_TAKE, EV_REDO, EV_YANK = (CLIP.event(n) for n in ("Kick", "Take", "R
 EV_FLASH = CALLEE.event("FlashTake")
 # Vat LogNote: anonymous; topic0 = the 4-byte selector left-aligned, then ilk, urn, v
 FROB_TOPIC = "0x" + VAT.fn("frob").selector.hex() + "00" * 28
+# vat.move(src, dst, rad) note: a Clipper's take moves `owe` from its msg.sender (the taker) to
+# the vow just before its Take event, which names no taker
+MOVE_TOPIC = "0x" + VAT.fn("move").selector.hex() + "00" * 28
 CLIP_TOPICS = [EV_KICK.topic0, EV_TAKE.topic0, EV_REDO.topic0, EV_YANK.topic0]
 NATIVE_SYMBOLS = ("WETH", "ETH")
 HOP_GAS = 120_000  # expected gas of each swap hop after the first (simulation measures the real figure)
@@ -342,6 +347,35 @@ class MakerRedo:
                 "incentive_dai": self.coin / RAD}
 
 
+class _Tx:
+    """What one transaction's logs have shown so far: Vat moves (src, dst, rad) not yet matched
+    to a Take, and Kicks by (clipper, id) not yet matched to a Bark."""
+
+    __slots__ = ("hash", "moves", "kicks")
+
+    def __init__(self, h: str):
+        self.hash = h
+        self.moves: list[tuple[str, str, int]] = []
+        self.kicks: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+class _TxLiquidations:
+    """The records found in one chunk of logs, and the transaction being read (the logs of a
+    transaction are contiguous and in one block, so in one chunk)."""
+
+    def __init__(self) -> None:
+        self.records: list[ChainLiquidation] = []
+        self.cur = _Tx("")
+
+    def tx(self, h: str) -> _Tx:
+        if h != self.cur.hash:
+            self.cur = _Tx(h)
+        return self.cur
+
+    def add(self, c: ChainLiquidation) -> None:
+        self.records.append(c)
+
+
 def _ilk_name(b: bytes) -> str:
     return b.rstrip(b"\0").decode("utf-8", "replace")
 
@@ -372,6 +406,7 @@ class Adapter(BaseAdapter):
         self.sizing = "profit"
         self._flash_ctx: dict[str, _FlashCtx] = {}  # auction account -> what resize() needs (this block)
         self._symbols: dict[str, str] = {}  # token (lower) -> symbol, for route descriptions
+        self._liquidations: list[ChainLiquidation] = []  # barks and takes seen by sync, not yet drained
 
     @property
     def accounts(self) -> set[tuple[str, str]]:
@@ -506,19 +541,94 @@ class Adapter(BaseAdapter):
 
     # -- discovery --------------------------------------------------------------------
     async def sync(self, head: Head) -> int:
-        """frob notes of the Vat (new urns) and the Clippers' auction events, in chunks."""
+        """frob notes of the Vat (new urns), the Clippers' auction events, and for the record
+        of every liquidation on chain (drain_liquidations) the Dog's Bark events and the Vat's
+        move notes (who paid each take): one eth_getLogs per chunk."""
         before = len(self.urns)
         by_clip = {k.clipper.lower(): k for k in self.ilks.values()}
-        addresses = [self.vat] + [k.clipper for k in self.ilks.values()]
-        async for last, logs in log_chunks(self.rpc, addresses, [[FROB_TOPIC] + CLIP_TOPICS], self.synced_to + 1,
+        addresses = [self.vat] + [k.clipper for k in self.ilks.values()] + [self.cfg.dog]
+        topics = [[FROB_TOPIC] + CLIP_TOPICS + [EV_BARK.topic0, MOVE_TOPIC]]
+        async for last, logs in log_chunks(self.rpc, addresses, topics, self.synced_to + 1,
                                            head.number, self.chunk_blocks, self.log):
+            found = _TxLiquidations()
             for lg in logs:
                 try:
                     self._on_log(lg, by_clip)
+                    self._on_liquidation_log(lg, by_clip, found)
                 except (KeyError, IndexError, TypeError, ValueError):
-                    raise BadResponseError("eth_getLogs: malformed Vat/Clipper log") from None
+                    raise BadResponseError("eth_getLogs: malformed Vat/Clipper/Dog log") from None
+            self._liquidations += found.records  # only whole chunks: a failed chunk is read again
             self.synced_to = last
         return len(self.urns) - before
+
+    def drain_liquidations(self) -> list[ChainLiquidation]:
+        """Every bark and take of the watched ilks seen on chain by sync since the last drain,
+        in block/log order (the keeper's own included)."""
+        out = sorted(self._liquidations, key=lambda c: (c.block, c.log_index))
+        self._liquidations = []
+        return out
+
+    def liquidator_addresses(self) -> set[str]:
+        """The keeper's own contracts that appear as a liquidator (lowercase): the TakeCallee,
+        the payer of flash-takes. (The keeper's address itself barks and takes with Vat DAI.)"""
+        return {self.cfg.take_callee.lower()} if self.cfg.take_callee else set()
+
+    def _on_liquidation_log(self, lg: dict[str, Any], by_clip: dict[str, Ilk], found: _TxLiquidations) -> None:
+        """Barks and takes as ChainLiquidation records. Within one transaction the logs come in
+        execution order: a Clipper's Kick before the Dog's Bark that caused it; the Vat's
+        move note of `owe` from the taker (the Clipper's msg.sender) before the Take."""
+        topics = lg["topics"]
+        if not topics:
+            return
+        src, t0 = lg["address"].lower(), topics[0]
+        tx = found.tx(lg["transactionHash"])
+        if t0 == MOVE_TOPIC and src == self.vat.lower():
+            tx.moves.append((_addr(topics[1]).lower(), _addr(topics[2]).lower(), int(topics[3], 16)))
+        elif t0 == EV_KICK.topic0 and src in by_clip:
+            ev = EV_KICK.decode(lg)
+            tx.kicks[(src, ev["id"])] = ev
+        elif t0 == EV_BARK.topic0 and src == self.cfg.dog.lower():
+            ev = EV_BARK.decode(lg)
+            clip = ev["clip"].lower()
+            k = by_clip.get(clip)
+            if k is None:
+                return  # an ilk this adapter does not watch
+            kick = tx.kicks.pop((clip, ev["id"]), None)
+            detail: dict[str, Any] = {
+                "ilk": k.name, "urn": abi.to_checksum(ev["urn"]), "auction": f"{k.name}#{ev['id']}", "id": ev["id"],
+                "clipper": k.clipper, "ink": ev["ink"], "art": ev["art"], "due": ev["due"]}
+            if kick is not None:
+                detail.update(tab=kick["tab"], lot=kick["lot"], top=kick["top"], coin=kick["coin"],
+                              kpr=abi.to_checksum(kick["kpr"]))
+            found.add(ChainLiquidation(
+                protocol=self.name, kind="bark", account=abi.to_checksum(ev["urn"]),
+                liquidator=kick["kpr"].lower() if kick is not None else "", block=int(lg["blockNumber"], 16),
+                tx_hash=lg["transactionHash"], log_index=int(lg["logIndex"], 16), detail=detail,
+                value_usd_e8=self._dai_rad_to_usd_e8(kick["coin"]) if kick is not None else None))
+        elif t0 == EV_TAKE.topic0 and src in by_clip:
+            k = by_clip[src]
+            ev = EV_TAKE.decode(lg)
+            owe, price = ev["owe"], ev["price"]
+            # the Clipper's vat.move(msg.sender, vow, owe) is the last Vat move before its Take
+            payer = None
+            for i in range(len(tx.moves) - 1, -1, -1):
+                if tx.moves[i][2] == owe:
+                    payer = tx.moves.pop(i)
+                    break
+            slice_ = owe // price if price else 0
+            mark = k.feed_price  # the oracle price as last read (the mark the keeper values held takes at)
+            detail = {"ilk": k.name, "id": ev["id"], "clipper": k.clipper, "usr": abi.to_checksum(ev["usr"]),
+                      "max": ev["max"], "price": price, "owe": owe, "slice": slice_, "tab_left": ev["tab"],
+                      "lot_left": ev["lot"], "mark": mark}
+            if payer is None:
+                detail["needs_sender"] = True
+            else:
+                detail["vow"] = abi.to_checksum(payer[1])
+            found.add(ChainLiquidation(
+                protocol=self.name, kind="take", account=f"{k.name}#{ev['id']}",
+                liquidator=payer[0] if payer is not None else "", block=int(lg["blockNumber"], 16),
+                tx_hash=lg["transactionHash"], log_index=int(lg["logIndex"], 16), detail=detail,
+                value_usd_e8=self._dai_rad_to_usd_e8(slice_ * mark - owe) if mark > 0 else None))
 
     def _on_log(self, lg: dict[str, Any], by_clip: dict[str, Ilk]) -> None:
         topics = lg["topics"]

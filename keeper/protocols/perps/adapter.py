@@ -24,10 +24,12 @@ from typing import Any
 from ... import abi
 from ...config import Section, address, block_number, boolean, gas_fits, gas_units, int_list, integer, label
 from ...errors import BadResponseError, ConfigError
+from ...missed import ChainLiquidation
 from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
 from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as pm
+
 
 MARKET = abi.load("PerpsMarket")
 F_MARKETS = MARKET.fn("getMarkets")
@@ -52,6 +54,8 @@ EV_SETTLED = MARKET.event("OrderSettled")
 EV_ATTEMPT = MARKET.event("AccountLiquidationAttempt")
 EV_POSITION_LIQUIDATED = MARKET.event("PositionLiquidated")
 EV_FLAGGED = MARKET.event("AccountFlaggedForLiquidation")
+F_USD_TOKEN = MARKET.fn("usdToken")
+EV_TRANSFER = abi.load("ERC20").event("Transfer")
 USD_E8_PER_WAD = 10**10
 NATIVE_SYMBOLS = ("ETH", "WETH")
 FLAGGED = "flagged"
@@ -159,6 +163,18 @@ class PerpsLiquidation:
                 "maintenance_margin_usd": self.required_maintenance / 1e18, "windows": self.windows}
 
 
+class _Tx:
+    """What one transaction's logs have shown so far, per account until its attempt event."""
+
+    __slots__ = ("hash", "flags", "closed", "paid")
+
+    def __init__(self, h: str):
+        self.hash = h
+        self.flags: dict[int, dict[str, Any]] = {}
+        self.closed: dict[int, list[dict[str, Any]]] = {}
+        self.paid: list[tuple[str, int]] = []  # reward-token transfers out of the market: (to, value)
+
+
 class Adapter(BaseAdapter):
     kind = "synthetix_perps"
     cfg: PerpsConfig
@@ -173,12 +189,19 @@ class Adapter(BaseAdapter):
         self.entries: dict[tuple[int, int], int] = {}  # (account, market) -> fill price of the last settlement
         self.state: dict[int, AccountState] = {}
         self.inventory = {}  # liquidating needs no tokens
+        # the token the market pays keeper rewards in (usdToken()); its Transfer out of the market
+        # names who was paid (the liquidating msg.sender). None: the market does not say
+        self.usd_token: str | None = None
+        self._liquidations: list[ChainLiquidation] = []  # seen by sync, not yet drained
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
         where = f"{self.cfg.where}.market"
         await require_code(self.rpc, self.market, where)
-        ((ok, data),) = await self.mc.run([Call(self.market, F_MARKETS.encode())])
+        (ok, data), (ok_u, usd) = await self.mc.run([Call(self.market, F_MARKETS.encode()),
+                                                     Call(self.market, F_USD_TOKEN.encode())])
+        if ok_u and len(usd) == 32 and int.from_bytes(usd, "big") != 0:
+            self.usd_token = abi.to_checksum(F_USD_TOKEN.decode_one(usd))
         if not ok:
             raise ConfigError(f"{where}: {self.market} does not answer getMarkets(): not a Synthetix v3 perps market")
         known = [int(m) for m in F_MARKETS.decode_one(data)]
@@ -195,20 +218,105 @@ class Adapter(BaseAdapter):
 
     # -- discovery --------------------------------------------------------------------
     async def sync(self, head: Head) -> int:
-        """OrderSettled events since the last synced block, in chunks: accounts and entry prices."""
+        """OrderSettled events since the last synced block, in chunks: accounts and entry prices.
+        In the same eth_getLogs, for the record of every liquidation on chain
+        (drain_liquidations): the market's flag / position-liquidated / liquidation-attempt
+        events and the reward token's Transfers (who was paid)."""
         before = len(self.accounts)
-        async for last, logs in log_chunks(self.rpc, self.market, [EV_SETTLED.topic0], self.synced_to + 1,
+        market = self.market.lower()
+        usd = self.usd_token.lower() if self.usd_token else None
+        addresses: str | list[str] = [self.market, self.usd_token] if self.usd_token else self.market
+        t0s = [EV_SETTLED.topic0, EV_FLAGGED.topic0, EV_POSITION_LIQUIDATED.topic0, EV_ATTEMPT.topic0]
+        if self.usd_token:
+            t0s.append(EV_TRANSFER.topic0)
+        async for last, logs in log_chunks(self.rpc, addresses, [t0s], self.synced_to + 1,
                                            head.number, self.chunk_blocks, self.log):
+            found: list[ChainLiquidation] = []
+            tx: _Tx = _Tx("")
             for lg in logs:
+                topics = lg.get("topics") or []
+                src = str(lg.get("address", "")).lower()
+                if not topics:
+                    continue
+                if src == market and topics[0] == EV_SETTLED.topic0:
+                    try:
+                        ev = EV_SETTLED.decode(lg)
+                    except Exception:
+                        raise BadResponseError("eth_getLogs: malformed OrderSettled log") from None
+                    acct, m = int(ev["accountId"]), int(ev["marketId"])
+                    self.accounts.add(acct)
+                    self.entries[(acct, m)] = int(ev["fillPrice"])
+                    continue
+                if src != market and src != usd:
+                    continue
                 try:
-                    ev = EV_SETTLED.decode(lg)
-                except Exception:
-                    raise BadResponseError("eth_getLogs: malformed OrderSettled log") from None
-                acct, m = int(ev["accountId"]), int(ev["marketId"])
-                self.accounts.add(acct)
-                self.entries[(acct, m)] = int(ev["fillPrice"])
+                    if lg["transactionHash"] != tx.hash:
+                        tx = _Tx(lg["transactionHash"])
+                    c = self._on_liquidation_log(lg, src == market, tx)
+                except (KeyError, IndexError, TypeError, ValueError):
+                    raise BadResponseError("eth_getLogs: malformed perps liquidation log") from None
+                if c is not None:
+                    found.append(c)
+            self._liquidations += found  # only whole chunks: a failed chunk is read again
             self.synced_to = last
         return len(self.accounts) - before
+
+    def _on_liquidation_log(self, lg: dict[str, Any], from_market: bool, tx: _Tx) -> ChainLiquidation | None:
+        """One log of a liquidation transaction, in execution order: per account, the flag
+        (liquidate of an eligible account), each PositionLiquidated, the reward's Transfer to
+        msg.sender, then AccountLiquidationAttempt, which closes the record."""
+        t0 = lg["topics"][0]
+        if not from_market:
+            if t0 == EV_TRANSFER.topic0:
+                ev = EV_TRANSFER.decode(lg)
+                if ev["from"].lower() == self.market.lower():
+                    tx.paid.append((ev["to"].lower(), ev["value"]))
+            return None
+        if t0 == EV_FLAGGED.topic0:
+            ev = EV_FLAGGED.decode(lg)
+            tx.flags[int(ev["accountId"])] = ev
+        elif t0 == EV_POSITION_LIQUIDATED.topic0:
+            ev = EV_POSITION_LIQUIDATED.decode(lg)
+            tx.closed.setdefault(int(ev["accountId"]), []).append(
+                {"market": int(ev["marketId"]), "amount": ev["amountLiquidated"], "size_left": ev["currentPositionSize"]})
+        elif t0 == EV_ATTEMPT.topic0:
+            ev = EV_ATTEMPT.decode(lg)
+            a, reward = int(ev["accountId"]), ev["reward"]
+            flag = tx.flags.pop(a, None)
+            closed = tx.closed.pop(a, [])
+            if flag is None and not closed and reward == 0:
+                return None  # an attempt that changed nothing (no window capacity left): not a liquidation
+            payee = None
+            if reward > 0:  # paid by usdToken.transfer(msg.sender, reward) just before this event
+                for i in range(len(tx.paid) - 1, -1, -1):
+                    if tx.paid[i][1] == reward:
+                        payee = tx.paid.pop(i)[0]
+                        break
+            detail: dict[str, Any] = {"account_id": a, "reward": reward, "full": bool(ev["fullLiquidation"]),
+                                      "flagged": flag is not None, "positions": closed}
+            if flag is not None:
+                detail.update(available_margin=flag["availableMargin"],
+                              required_maintenance=flag["requiredMaintenanceMargin"], flag_reward=flag["flagReward"])
+            if payee is None:
+                detail["needs_sender"] = True
+            return ChainLiquidation(
+                protocol=self.name, kind="liquidation", account=str(a), liquidator=payee or "",
+                block=int(lg["blockNumber"], 16), tx_hash=lg["transactionHash"], log_index=int(lg["logIndex"], 16),
+                detail=detail, value_usd_e8=reward // USD_E8_PER_WAD)
+        return None
+
+    def drain_liquidations(self) -> list[ChainLiquidation]:
+        """Every liquidation of the market seen on chain by sync since the last drain (one per
+        account and transaction that flagged it, closed some of its positions or paid a
+        reward), in block/log order, the keeper's own included."""
+        out = sorted(self._liquidations, key=lambda c: (c.block, c.log_index))
+        self._liquidations = []
+        return out
+
+    def liquidator_addresses(self) -> set[str]:
+        """The keeper's own contracts that appear as a liquidator: none (the keeper's address
+        calls liquidate / liquidateFlagged itself)."""
+        return set()
 
     # -- refresh ----------------------------------------------------------------------
     def _global_calls(self) -> list[Call]:
