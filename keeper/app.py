@@ -20,6 +20,7 @@ from .config import Config, load_signer
 from .errors import BadResponseError, ConfigError, RpcError, TransientError
 from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
+from .metrics import Metrics
 from .missed import Tracker, classify
 from .pricing.book import SwapVenues
 from .protocols import build_adapter
@@ -61,6 +62,11 @@ class Keeper:
         self.store: Any = None  # keeper.store.Store once started (record=True)
         self.tracker = Tracker()  # what the keeper knew of each account: for classifying misses
         self.last_cycle_at: float | None = None  # time.monotonic() when the last cycle completed
+        self.started_at: float | None = None  # time.monotonic() when start() finished
+        self.metrics = Metrics()  # Prometheus metrics, served on [http] (keeper/server.py)
+        self.server: Any = None  # keeper.server.Server with [http]
+        self.alerts: Any = None  # keeper.alerts.Alerts with [alerts]
+        self._thresholds: Any = None
         # the latest liquidations seen on chain, with their class and why (bounded: for views)
         self.classified: deque[tuple[ChainLiquidation, str, dict[str, Any]]] = deque(maxlen=1000)
         self.log = log or logmod.get()
@@ -93,6 +99,8 @@ class Keeper:
             self.store = Store(store_path_for(self.cfg, keeper_address), self.log)
             self.executor.store = self.store
         self.executor.on_sent = self._on_sent
+        self.executor.metrics = self.metrics
+        self.rpc.on_request = self.metrics.rpc
         for pcfg in self.cfg.protocols:
             if not pcfg.enabled:
                 continue
@@ -110,8 +118,48 @@ class Keeper:
                        for a in self.adapters.values() for r in getattr(a, "reserves", [])):
                 raise ConfigError("chain.native_usd_feed: required to price gas (no WETH reserve to read it from)")
         await self.executor.start()
+        await self._start_operations()
+        self.started_at = time.monotonic()
         self.log.info("keeper_started", rpc=redact_url(self.cfg.chain.rpc_url), chain_id=chain_id,
                       dry_run=self.dry_run, protocols=list(self.adapters), address=keeper_address)
+
+    async def _start_operations(self) -> None:
+        """The operator's side: the HTTP server ([http]: /healthz, /metrics, the status page)
+        and webhook alerts ([alerts]); both optional."""
+        import os
+
+        if self.cfg.http is not None:
+            from .server import Server
+
+            h = self.cfg.http
+            token = os.environ.get(h.token_env) if h.token_env else None
+            if h.token_env and not token:
+                raise ConfigError(f"http.token_env: the environment variable {h.token_env} is not set")
+            self.server = Server(self, self.metrics, listen=f"{h.host}:{h.port}", token=token)
+            try:
+                await self.server.start()
+            except OSError as e:
+                raise ConfigError(f"http.listen: cannot listen on {h.host}:{h.port}: {e.strerror or e}") from None
+            self.log.info("http_listening", url=f"http://{h.host}:{self.server.port}/", token=bool(token))
+        if self.cfg.alerts is not None:
+            from .alerts import Alerts, Thresholds
+
+            a = self.cfg.alerts
+            url = os.environ.get(a.webhook_url_env)
+            if not url:
+                raise ConfigError(f"alerts.webhook_url_env: the environment variable {a.webhook_url_env} is not set")
+            self.alerts = Alerts(url, a.style, self.log, min_interval_s=a.min_interval_s)
+            self._thresholds = Thresholds(min_balance={k: float(v) for k, v in a.min_balances}, failed_sends=a.failed_sends)
+
+    def after_cycle(self, head: Head | None, seconds: float | None) -> None:
+        """Metrics and alerts once a cycle ended (or failed: head None)."""
+        if seconds is not None:
+            self.metrics.cycle(seconds)
+        self.metrics.sync(self)
+        if self.alerts is not None:
+            from .alerts import check
+
+            check(self, self.alerts, self._thresholds)
 
     async def _swap_venues(self) -> SwapVenues:
         """The pool book every adapter prices its swaps with: the Uniswap V3 factory (from the
@@ -160,7 +208,7 @@ class Keeper:
             if not isinstance(blk, dict) or "number" not in blk:
                 raise BadResponseError(f"eth_getBlockByNumber(latest): malformed block: {str(blk)[:120]!r}")
             self._canonical[prev.number] = str(then.get("hash", "")) if isinstance(then, dict) else ""
-        return Head(number=parse_int(blk["number"], "block.number"),
+        return Head(seen_at=time.monotonic(), number=parse_int(blk["number"], "block.number"),
                     timestamp=parse_int(blk.get("timestamp", "0x0"), "block.timestamp"),
                     base_fee_wei=parse_int(blk.get("baseFeePerGas", "0x0"), "block.baseFeePerGas"),
                     hash=str(blk.get("hash", "")), gas_used=parse_int(blk.get("gasUsed", "0x0"), "block.gasUsed"),
@@ -221,6 +269,11 @@ class Keeper:
                           block=liq.block, tx=liq.tx_hash, klass=klass,
                           value_usd=None if liq.value_usd_e8 is None else liq.value_usd_e8 / 1e8, why=why)
             self.classified.append((liq, klass, why))
+            self.metrics.miss(name, klass)
+            if (klass == "raced" and self.alerts is not None and liq.value_usd_e8 is not None
+                    and liq.value_usd_e8 >= self.cfg.alerts.raced_min_usd_e8):
+                self.alerts.notify("raced_miss", f"{name}: {liq.account} liquidated by {liq.liquidator} first "
+                                   f"(${liq.value_usd_e8 / 1e8:,.2f})", block=liq.block, tx=liq.tx_hash, **why)
             if self.store is not None:
                 self.store.chain_liquidation(liq.protocol, liq.kind, liq.account, liq.liquidator, liq.block,
                                              head.timestamp, liq.tx_hash, liq.log_index, liq.detail, liq.value_usd_e8,
@@ -242,6 +295,10 @@ class Keeper:
         self.executor.log = self.log.bind(block=head.number, mode="live" if self.executor.live else "dry_run")
         tracked = await self.executor.on_block(head)  # receipts, reorgs, replacements, cancellations
         opps = await self.gather(head)
+        if opps:
+            self.metrics.stage("opportunity", time.monotonic() - head.seen_at)
+            for o in opps:
+                self.metrics.opportunity(o.protocol)
         native = await self.native_usd_e8()
         lg = self.log.bind(block=head.number)
         if not opps:
@@ -404,6 +461,7 @@ class Keeper:
                 if outage_since is not None:
                     self.log.warning("rpc_recovered", outage_s=round(time.monotonic() - outage_since, 1), errors=errors)
                     outage_since, errors = None, 0
+                self.metrics.head(head.number, head.timestamp)
                 if (head.number, head.hash) != last:
                     started = time.monotonic()
                     done = await self._unless_stopped(self.cycle(head, background=not once))
@@ -411,6 +469,7 @@ class Keeper:
                         break
                     last = (head.number, head.hash)
                     self._heartbeat(head, time.monotonic() - started)
+                    self.after_cycle(head, time.monotonic() - started)
                     if once or (max_cycles is not None and self.cycles >= max_cycles):
                         break
                 backoff = poll
@@ -419,6 +478,7 @@ class Keeper:
                     outage_since = time.monotonic()
                 errors += 1
                 self.log.warning("rpc_error", error=str(e), retry_in_s=round(backoff, 2), errors=errors)
+                self.after_cycle(None, None)  # no cycle completes in an outage: health and alerts see it
                 wait = backoff
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 if once and backoff >= MAX_BACKOFF_S:
@@ -458,6 +518,10 @@ class Keeper:
             self.executor.halt()
 
     async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.alerts is not None:
+            await self.alerts.close()
         if self.executor is not None:
             await self.executor.close()
         await self.rpc.close()

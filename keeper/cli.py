@@ -119,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="PnL, success and capture rates, misses, actions and skips from the store")
     rp.add_argument("--config", required=True)
+    rp.add_argument("--store", default=None, metavar="PATH",
+                    help="the SQLite store to read (default: keeper.store_path, else beside the journal)")
     rp.add_argument("--since", type=_since, default=None, metavar="WHEN",
                     help="from a UTC date or time (2026-11-01, 2026-11-01T12:00) or a span back from now "
                          "(24h, 7d); default: everything")

@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 # anvil's well-known test account #1: the devnet keeper. Public, for the local chain only.
 DEVNET_KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 MAX_ROUNDS = 80
+DEMO_STORE = REPO / ".devnet" / "demo-store.sqlite"  # what `keeper report` reads after a demo
 MAX_GAP_PPM = 1_000  # expected and realized profit must agree within 0.1%
 AUCTION_STEP_S = 60  # seconds the demo lets pass when nothing is actionable (auction clocks)
 
@@ -61,6 +62,9 @@ async def _run_keeper(url: str) -> tuple[list[Outcome], Any]:
     journal = REPO / ".devnet" / "demo-journal.jsonl"  # a fresh chain each demo: a fresh journal
     journal.unlink(missing_ok=True)
     env["KEEPER_KEEPER__JOURNAL"] = str(journal)
+    for stale in DEMO_STORE.parent.glob(DEMO_STORE.name + "*"):  # and its -wal / -shm files
+        stale.unlink()
+    env["KEEPER_KEEPER__STORE_PATH"] = str(DEMO_STORE)
     env.setdefault("KEEPER_KEEPER__RECEIPT_TIMEOUT_S", "0.2")  # the receipts come with the next cycle
     env.setdefault("KEEPER_PRIVATE_KEY", DEVNET_KEEPER_KEY)
     cfg = load_config(REPO / "config" / "devnet.toml", environ=env)
@@ -117,5 +121,7 @@ def _summary(outcomes: list[Outcome], keeper: Any) -> tuple[int, int]:
           "\nexpected: the keeper's estimate before sending (swaps quoted exactly on the pools as its own earlier"
           " sends leave them), after gas"
           "\nrealized: from the receipts (profit paid to the keeper, rewards, held collateral at the oracle price),"
-          " minus the gas paid")
+          " minus the gas paid"
+          f"\neverything seen and done is in {DEMO_STORE.relative_to(REPO)}:"
+          f" keeper report --config config/devnet.toml --store {DEMO_STORE.relative_to(REPO)}")
     return len(confirmed), worst_ppm

@@ -194,7 +194,7 @@ def main(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config)
-    reader = StoreReader(resolve_store(cfg))
+    reader = StoreReader(Path(args.store) if getattr(args, "store", None) else resolve_store(cfg))
     try:
         doc = build(reader, args.since or 0)
     finally:

@@ -125,6 +125,8 @@ class Rpc:
         self._next_probe_at = _INF  # earliest next_probe of an endpoint that is out and not being probed
         self._best_head: int | None = None  # from the last check_heads()
         self._bg: set[asyncio.Future[Any]] = set()  # broadcasts still finishing after one endpoint accepted
+        # called with (endpoint as shown in logs, seconds, failed) after every request: metrics
+        self.on_request: Callable[[str, float, bool], None] | None = None
 
     async def __aenter__(self) -> "Rpc":
         return self
@@ -201,18 +203,25 @@ class Rpc:
     # -- transport -------------------------------------------------------------------
     async def _exchange(self, ep: Endpoint, body: str) -> Any:
         """POST body to one endpoint and parse the JSON. Transport problems, HTTP 5xx/429 and
-        non-JSON raise TransientError / BadResponseError (the endpoint's fault)."""
+        non-JSON raise TransientError / BadResponseError (the endpoint's fault). Each request's
+        time and whether it failed go to `on_request` (metrics) when set."""
         ep.requests += 1
+        t0 = time.monotonic()
+        failed = True
         try:
             async with self._sess().post(ep.url, data=body) as resp:
                 raw = await resp.read()
                 status = resp.status
+            failed = status >= 400
         except asyncio.TimeoutError as e:
             raise TransientError(f"RPC {ep.redacted} timed out") from e
         except aiohttp.ClientError as e:
             raise TransientError(f"cannot reach RPC {ep.redacted}: {e.__class__.__name__}: {scrub(str(e))}") from e
         except OSError as e:
             raise TransientError(f"cannot reach RPC {ep.redacted}: {scrub(str(e))}") from e
+        finally:
+            if self.on_request is not None:
+                self.on_request(ep.redacted, time.monotonic() - t0, failed)
         try:
             reply = parse_json(raw)
         except (ValueError, RecursionError):  # includes UnicodeDecodeError (non-UTF-8 bytes)

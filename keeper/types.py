@@ -14,6 +14,7 @@ class Head:
     hash: str
     gas_used: int = 0
     gas_limit: int = 0
+    seen_at: float = 0.0  # time.monotonic() when the keeper read it: stage latencies count from here
 
     @property
     def next_base_fee_wei(self) -> int:

@@ -11,6 +11,7 @@ manager signs, journals, sends and tracks it; dry-run: log what would be sent.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -61,6 +62,7 @@ class Executor:
         # called with (head, protocol, account, tx hash, expected net usd_e8) for every liquidation sent
         self.on_sent: Callable[[Head, str, str, str, int], None] | None = None
         self.head: Head | None = None  # the head of the batch or block being handled
+        self.metrics: Any = None  # keeper.metrics.Metrics (set by the app)
 
     @property
     def in_flight(self) -> set[str]:
@@ -155,8 +157,18 @@ class Executor:
     def _skip(self, p: Priced, reason: str, **kw: Any) -> Outcome:
         self.log.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason, **kw)
         out = Outcome(opp=p.opp, status="skipped", reason=reason, expected_profit_usd_e8=p.net_profit_usd_e8)
-        self.outcomes.append(out)
+        self._keep(out)
         return out
+
+    def _keep(self, out: Outcome) -> None:
+        """Every outcome: kept for summaries and counted in the metrics."""
+        self.outcomes.append(out)
+        if self.metrics is not None:
+            self.metrics.outcome(out, self.realized_profit_usd_e8(out))
+
+    def _stage(self, stage: str, head: Head | None) -> None:
+        if self.metrics is not None and head is not None and head.seen_at:
+            self.metrics.stage(stage, time.monotonic() - head.seen_at)
 
     async def _sim_context(self, p: Priced, earlier: list[TxPlan]) -> tuple[tuple[TxPlan, ...], str]:
         """(calls to simulate first in the same block, block tag) for this executor.
@@ -208,6 +220,7 @@ class Executor:
         if repriced.net_profit_usd_e8 < self.cfg.keeper.min_profit_usd_e8 or repriced.net_profit_usd_e8 <= 0:
             return self._skip(repriced, "unprofitable_after_gas", net_profit_usd=repriced.net_profit_usd_e8 / 1e8,
                               gas_used=sim.gas_used)
+        self._stage("simulated", head)
         return repriced, sim
 
     async def close(self) -> None:
@@ -247,7 +260,7 @@ class DryRunExecutor(Executor):
                           description=plan.description)
             out = Outcome(opp=p.opp, status="dry_run", gas_used=sim.gas_used,
                           expected_profit_usd_e8=repriced.net_profit_usd_e8)
-            self.outcomes.append(out)
+            self._keep(out)
             outs.append(out)
         return outs
 
@@ -272,6 +285,7 @@ class LiveExecutor(Executor):
         self._setup_mined: set[str] = set()  # set-up intents mined successfully
         self._sent: dict[str, tuple[Priced, MeasuredSim]] = {}  # intent id -> what it was for
         self._setup_undo: dict[str, tuple[str, Any]] = {}  # set-up key -> what it made the executor assume
+        self._sent_seen_at: dict[str, float] = {}  # intent id -> when the head it was sent on was seen
 
     @property
     def in_flight(self) -> set[str]:
@@ -418,6 +432,8 @@ class LiveExecutor(Executor):
                           expected_profit_usd=repriced.net_profit_usd_e8 / 1e8, broadcaster=self.tx.broadcaster.name,
                           uncertain=t.uncertain, **detail)
             self._sent[t.id] = (repriced, sim)
+            self._sent_seen_at[t.id] = head.seen_at
+            self._stage("sent", head)
             sent.append(t)
             if self.store is not None:
                 self.store.tx(t.id, t.key, p.opp.protocol, p.opp.account, t.latest_hash, t.nonce, t.max_fee, t.prio, gas,
@@ -439,6 +455,7 @@ class LiveExecutor(Executor):
         outs = [o for o in (self._finish(t) for t in mined) if o is not None]
         for iid in [i for i in self._sent if i not in self.tx.pending]:  # final or dropped: done with it
             del self._sent[iid]
+            self._sent_seen_at.pop(iid, None)
         return outs
 
     async def _resimulate(self, t: Tracked) -> bool:
@@ -492,7 +509,10 @@ class LiveExecutor(Executor):
         out = Outcome(opp=p.opp, status=status, reason=reason, tx_hash=t.mined_hash, gas_used=gas_used,
                       gas_cost_wei=gas_cost_wei, expected_profit_usd_e8=p.net_profit_usd_e8, realized=realized,
                       simulated=dict(sim.deltas or {}) if status == "confirmed" else {})
-        self.outcomes.append(out)
+        self._keep(out)
+        seen_at = self._sent_seen_at.pop(t.id, 0.0)
+        if status == "confirmed" and seen_at and self.metrics is not None:
+            self.metrics.stage("included", time.monotonic() - seen_at)
         self._record_outcome(t, protocol, account, status, fields["block"], gas_used, gas_cost_wei, expected,
                              self.realized_profit_usd_e8(out), realized)
         return out
