@@ -74,6 +74,22 @@ class Chain:
         sym, amount = borrow
         self.send_as(borrower, self.dep.pool, pool.fn("borrow").encode(self.dep.tokens[sym], amount, 2, 0, borrower))
 
+    def rival_liquidates(self, rival: str, collateral: str, debt: str, user: str) -> None:
+        """A competitor (fresh address) mints the debt asset, approves the pool and calls
+        liquidationCall for everything allowed, with a 100 gwei tip: sent, not awaited (with
+        automine off it waits in the pool and lands before the keeper's cheaper sends)."""
+        from keeper import abi
+
+        erc20, pool, gwei = abi.load("ERC20"), abi.load("AavePool"), 10**9
+        self.call("anvil_setBalance", [rival, hex(10**21)])
+        self.call("anvil_impersonateAccount", [rival])
+        for i, data in enumerate((erc20.fn("mint(uint256)").encode(10**30),
+                                  erc20.fn("approve").encode(self.dep.pool, 2**256 - 1),
+                                  pool.fn("liquidationCall").encode(collateral, debt, user, 2**256 - 1, False))):
+            self.call("eth_sendTransaction", [{"from": rival, "to": debt if i < 2 else self.dep.pool,
+                                               "data": "0x" + data.hex(), "gas": hex(1_500_000), "nonce": hex(i),
+                                               "maxFeePerGas": hex(500 * gwei), "maxPriorityFeePerGas": hex(100 * gwei)}])
+
     def send_as_pending(self, sender: str, to: str, data: bytes) -> str:
         """Send without waiting (for chains with automine off)."""
         self.call("anvil_impersonateAccount", [sender])

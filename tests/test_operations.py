@@ -72,14 +72,7 @@ async def test_a_competitor_landing_first_is_reported_as_raced_with_the_competit
         d = t.plan.data  # liquidateWithInventory(collateral, debt, user, ...)
         coll, debt, victim = ("0x" + d[4 + 32 * i + 12:4 + 32 * (i + 1)].hex() for i in range(3))
         rival = "0x000000000000000000000000000000000000c0DE"
-        chain.call("anvil_setBalance", [rival, hex(10**21)])
-        chain.call("anvil_impersonateAccount", [rival])
-        for i, data in enumerate((ERC20.fn("mint(uint256)").encode(10**30),
-                                  ERC20.fn("approve").encode(chain.dep.pool, 2**256 - 1),
-                                  POOL.fn("liquidationCall").encode(coll, debt, victim, 2**256 - 1, False))):
-            chain.call("eth_sendTransaction", [{"from": rival, "to": debt if i < 2 else chain.dep.pool,
-                                                "data": "0x" + data.hex(), "gas": hex(1_500_000), "nonce": hex(i),
-                                                "maxFeePerGas": hex(500 * GWEI), "maxPriorityFeePerGas": hex(100 * GWEI)}])
+        chain.rival_liquidates(rival, coll, debt, victim)
         chain.call("evm_mine")  # the rival first (higher tip), the keeper's right behind it
         for _ in range(2):
             await keeper.cycle(await keeper.read_head())

@@ -278,15 +278,7 @@ async def test_a_competitor_landing_first_in_the_same_block_costs_at_most_one_se
         victim = "0x" + t.plan.data[4 + 64 + 12:4 + 96].hex()
         coll, debt = "0x" + t.plan.data[4 + 12:4 + 32].hex(), "0x" + t.plan.data[4 + 44:4 + 64].hex()
         rival = "0x000000000000000000000000000000000000c0DE"
-        chain.call("anvil_setBalance", [rival, hex(10**21)])
-        chain.call("anvil_impersonateAccount", [rival])
-        erc20 = abi.load("ERC20")
-        for i, data in enumerate((erc20.fn("mint(uint256)").encode(10**30),
-                                  erc20.fn("approve").encode(chain.dep.pool, 2**256 - 1),
-                                  POOL.fn("liquidationCall").encode(coll, debt, victim, 2**256 - 1, False))):
-            chain.call("eth_sendTransaction", [{"from": rival, "to": debt if i < 2 else chain.dep.pool,
-                                                "data": "0x" + data.hex(), "gas": hex(1_500_000), "nonce": hex(i),
-                                                "maxFeePerGas": hex(500 * GWEI), "maxPriorityFeePerGas": hex(100 * GWEI)}])
+        chain.rival_liquidates(rival, coll, debt, victim)
         chain.call("evm_mine")  # the rival first (higher tip), the keeper's right behind it
         await run_cycles(keeper, chain, 3)
     finally:
