@@ -67,6 +67,12 @@ async def test_a_stuck_transaction_is_replaced_on_the_same_nonce_and_lands(chain
         nonces = sorted(t.nonce for t in sent)
         assert nonces == list(range(first_nonce, first_nonce + len(sent)))
         assert chain.nonce(KEEPER) == first_nonce + len(sent)
+        # the store has each intent once, with its replacements and the hash that was mined
+        keeper.store.flush()
+        actions = {a["intent_id"]: a for a in keeper.store.actions()}
+        for t in sent:
+            a = actions[t.id]
+            assert a["status"] == "included" and a["replacements"] == len(t.hashes) - 1 and a["tx_hash"] == t.mined_hash
     finally:
         chain.call("evm_setAutomine", [True])
 
@@ -113,6 +119,9 @@ async def test_when_a_competitor_liquidates_first_the_pending_send_is_cancelled(
         spent_on_victim = int(chain.call("eth_getTransactionReceipt", [t.mined_hash])["gasUsed"], 16)
         assert spent_on_victim == 21_000  # less than any failed liquidation would have burnt
         assert {o.status for o in outs if o.opp.account.lower() != victim} == {"confirmed"}
+        keeper.store.flush()
+        statuses = {a["intent_id"]: a["status"] for a in keeper.store.actions()}
+        assert statuses[t.id] == "cancelled"
     finally:
         chain.call("evm_setAutomine", [True])
     assert int(chain.call("eth_getBalance", [KEEPER, "latest"]), 16) < eth_before

@@ -286,6 +286,7 @@ class LiveExecutor(Executor):
         self._sent: dict[str, tuple[Priced, MeasuredSim]] = {}  # intent id -> what it was for
         self._setup_undo: dict[str, tuple[str, Any]] = {}  # set-up key -> what it made the executor assume
         self._sent_seen_at: dict[str, float] = {}  # intent id -> when the head it was sent on was seen
+        self.tx.on_event = self._tx_event
 
     @property
     def in_flight(self) -> set[str]:
@@ -516,6 +517,25 @@ class LiveExecutor(Executor):
         self._record_outcome(t, protocol, account, status, fields["block"], gas_used, gas_cost_wei, expected,
                              self.realized_profit_usd_e8(out), realized)
         return out
+
+    def _tx_event(self, event: str, t: Tracked, detail: str) -> None:
+        """Replacements and drops, for the store: a replacement is another send of the same
+        intent (same intent id, the new hash); a drop is that intent's outcome."""
+        if self.store is None or t.key.startswith("setup:"):
+            return
+        protocol, _, account = t.key.partition(":")
+        entry = self._sent.get(t.id)
+        if entry is not None:
+            protocol, account = entry[0].opp.protocol, entry[0].opp.account
+        head = self.head
+        block, ts = (head.number, head.timestamp) if head is not None else (0, 0)
+        if event in ("replaced", "cancel_sent"):
+            route = "cancel" if event == "cancel_sent" else str(getattr(entry[0].opp.detail, "route", "")) if entry else ""
+            self.store.tx(t.id, t.key, protocol, account, detail, t.nonce, t.max_fee, t.prio, t.gas, route,
+                          self.tx.broadcaster.name, t.expected_profit_usd_e8, block, ts)
+        elif event == "dropped":
+            self.store.outcome(t.id, None, protocol, account, "dropped", block, ts, 0, 0, t.expected_profit_usd_e8,
+                               None, {"reason": detail})
 
     def _record_outcome(self, t: Tracked, protocol: str, account: str, status: str, block: int, gas_used: int,
                         gas_cost_wei: int, expected: int, realized_usd_e8: int | None, realized: dict[str, Any]) -> None:

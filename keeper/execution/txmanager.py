@@ -142,6 +142,9 @@ class TxManager:
         self.paused_at = 0.0
         self.stopping = False  # set on shutdown: nothing new is signed
         self.lock = asyncio.Lock()  # one signer: nonce assignment, signing and broadcast in order
+        # told of replacements and drops: (event "replaced" | "cancel_sent" | "dropped", tracked, new hash or
+        # reason); the executor records them in the store
+        self.on_event: Callable[[str, Tracked, str], None] | None = None
 
     # -- start-up and restart -------------------------------------------------------------
     async def start(self) -> None:
@@ -564,6 +567,8 @@ class TxManager:
         self.journal.append({"t": "dropped", "id": t.id, "reason": reason})
         self.log.warning("tx_dropped", intent=t.key, nonce=t.nonce, reason=reason, hashes=t.hashes, **kw)
         self.pending.pop(t.id, None)
+        if self.on_event is not None:
+            self.on_event("dropped", t, reason)
         if self.nonce == t.nonce + 1:
             self.nonce = t.nonce
 
@@ -589,6 +594,8 @@ class TxManager:
                 return
             self.log.info("tx_replaced", intent=t.key, nonce=t.nonce, tx=h, max_fee_gwei=new_max / 1e9,
                           priority_fee_gwei=new_prio / 1e9)
+            if self.on_event is not None:
+                self.on_event("replaced", t, h)
         else:
             # the call would now revert (or the plan is unknown after a restart): a 21,000-gas
             # self-transfer on the same nonce costs less than letting it fail on chain
@@ -603,6 +610,8 @@ class TxManager:
             t.cancelled = True
             t.plan, t.gas = cancel, CANCEL_GAS
             self.log.info("tx_cancelled", intent=t.key, nonce=t.nonce, tx=h, max_fee_gwei=new_max / 1e9)
+            if self.on_event is not None:
+                self.on_event("cancel_sent", t, h)
         t.sent_block = head.number
 
     def close(self) -> None:
