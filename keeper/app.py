@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .missed import Tracker, classify
 from .pricing.book import SwapVenues
 from .protocols import build_adapter
-from .protocols.base import require_code
+from .protocols.base import ProtocolAdapter, require_code
 from .redact import redact_url
 from .rpc import Rpc, parse_int
 from .types import ChainLiquidation, Head, Outcome
@@ -35,7 +35,7 @@ STARTUP_ATTEMPTS = 3
 MAX_BACKOFF_S = 30.0
 
 
-def build_executor(cfg: Config, rpc: Rpc, adapters: dict[str, Any], log: Any, dry_run: bool) -> Executor:
+def build_executor(cfg: Config, rpc: Rpc, adapters: dict[str, ProtocolAdapter], log: Any, dry_run: bool) -> Executor:
     """The single switch between watching and acting. Dry-run never loads the key.
     Live: through the public mempool, or as bundles to private relays when [relay] is set."""
     if dry_run:
@@ -74,7 +74,7 @@ class Keeper:
                        max_head_lag_blocks=cfg.chain.max_head_lag_blocks,
                        probe_interval_s=cfg.chain.rpc_probe_interval_s, log=self.log)
         self.mc = Multicall(self.rpc, cfg.chain.multicall3)
-        self.adapters: dict[str, Any] = {}
+        self.adapters: dict[str, ProtocolAdapter] = {}
         self.executor: Executor | None = None
         self.swaps: SwapVenues | None = None
         self.head: Head | None = None
@@ -111,12 +111,9 @@ class Keeper:
             adapter.block_time_s = self.cfg.chain.block_time_s
             await adapter.start()
             self.adapters[pcfg.name] = adapter
-        if self.cfg.chain.native_usd_feed is None and not any(
-                a.native_price_usd_e8() for a in self.adapters.values() if hasattr(a, "native_price_usd_e8")):
-            # prices are loaded on the first refresh; check reserves by symbol now
-            if not any(getattr(r, "symbol", "").upper() in ("WETH", "ETH")
-                       for a in self.adapters.values() for r in getattr(a, "reserves", [])):
-                raise ConfigError("chain.native_usd_feed: required to price gas (no WETH reserve to read it from)")
+        if self.cfg.chain.native_usd_feed is None and not any(a.can_price_native() for a in self.adapters.values()):
+            raise ConfigError("chain.native_usd_feed: required to price gas (no WETH reserve, ETH ilk or market to "
+                              "read it from)")
         await self.executor.start()
         await self._start_operations()
         self.started_at = time.monotonic()
@@ -224,7 +221,7 @@ class Keeper:
             answer, decimals = AGG.fn("latestAnswer").decode_one(ans), AGG.fn("decimals").decode_one(dec)
             return answer * 10**8 // 10**decimals if answer > 0 else None
         for a in self.adapters.values():
-            p = a.native_price_usd_e8() if hasattr(a, "native_price_usd_e8") else None
+            p = a.native_price_usd_e8()
             if p:
                 return p
         return None
@@ -247,7 +244,7 @@ class Keeper:
         except Exception as e:  # a bug in one adapter must not stop the others
             lg.error("protocol_error", error=f"{e.__class__.__name__}: {e}", exc_info=True)
             return []
-        for s in getattr(adapter, "last_skips", []):
+        for s in adapter.last_skips:
             lg.info("skipped", account=s.account, reason=s.reason, **s.detail)
             self.tracker.skipped(name, s.account, head.number, s.reason)
             if self.store is not None:
@@ -369,7 +366,7 @@ class Keeper:
     def inventory(self) -> dict[str, int] | None:
         """The keeper's token balances as the adapters read them (None: nobody knows them,
         e.g. dry-run without keeper.address: then inventory does not limit the selection)."""
-        known = [a.inventory for a in self.adapters.values() if getattr(a, "inventory", None) is not None]
+        known = [a.inventory for a in self.adapters.values() if a.inventory is not None]
         if not known:
             return None
         inv: dict[str, int] = {}
@@ -438,7 +435,7 @@ class Keeper:
         status = self.rpc.endpoints_status if len(self.rpc.urls) > 1 else None
         self.log.info("heartbeat", block=head.number, lag_s=max(round(time.time() - head.timestamp, 1), 0),
                       cycle_s=round(cycle_s, 3), cycles=self.cycles,
-                      tracked={n: len(getattr(a, "accounts", ()) or ()) for n, a in self.adapters.items()},
+                      tracked={n: len(a.accounts) for n, a in self.adapters.items()},
                       in_flight=len(ex.in_flight) if ex else 0,
                       paused=bool(ex and ex.paused),
                       rpc=[{"url": e.get("url"), "healthy": e.get("healthy")} for e in status()] if status else None)

@@ -345,7 +345,7 @@ async def _scan(args: argparse.Namespace) -> int:
                 o = p.opp if p is not None else o  # the route run would take, not the adapter's last one
                 adapter = keeper.adapters[o.protocol]
                 b = {**(o.detail.log_fields() if hasattr(o.detail, "log_fields") else {}),
-                     "action": adapter.describe(o) if hasattr(adapter, "describe") else o.plan.description,
+                     "action": adapter.describe(o),
                      "route": getattr(o.detail, "route", None),
                      "gross_profit_usd": o.gross_profit_usd_e8 / 1e8,
                      "net_profit_usd": p.net_profit_usd_e8 / 1e8 if p else None}

@@ -20,6 +20,7 @@ from .. import abi, strategy
 from ..config import Config
 from ..errors import BadResponseError, RpcError, TransientError
 from ..rpc import Rpc, parse_int
+from ..protocols.base import ProtocolAdapter
 from ..types import Head, Outcome, Priced, TxPlan
 from .journal import Journal
 from .simulate import MeasuredSim, Simulator, simulate
@@ -46,7 +47,7 @@ def gas_limit_for(plan: TxPlan, simulated_gas: int) -> int:
 class Executor:
     live = False
 
-    def __init__(self, cfg: Config, rpc: Rpc, adapters: Mapping[str, Any], log: Any):
+    def __init__(self, cfg: Config, rpc: Rpc, adapters: Mapping[str, ProtocolAdapter], log: Any):
         self.cfg = cfg
         self.rpc = rpc
         self.adapters = adapters
@@ -195,17 +196,17 @@ class Executor:
         if self.address is None:
             return self._skip(p, "no_keeper_address", hint="set keeper.address to simulate")
         adapter = self.adapters.get(p.opp.protocol)
-        tokens = adapter.measure_tokens(p.opp) if adapter is not None and hasattr(adapter, "measure_tokens") else ()
+        tokens = adapter.measure_tokens(p.opp) if adapter is not None else ()
         try:
             pre, block = await self._sim_context(p, earlier or [])
             sim = await self.simulator.run(p.opp.plan, self.address, tokens, pre=pre, block=block)
         except (RpcError, TransientError, BadResponseError) as e:  # the node could not simulate: no send
             return self._skip(p, "simulation_failed", error=str(e))
         if not sim.ok:
-            reason = adapter.explain_revert(sim.reason) if adapter and hasattr(adapter, "explain_revert") else sim.reason
+            reason = adapter.explain_revert(sim.reason) if adapter is not None else sim.reason
             return self._skip(p, "simulation_reverted", revert=reason)
         gross = p.opp.gross_profit_usd_e8
-        if sim.deltas is not None and hasattr(adapter, "measured_profit_usd_e8"):
+        if sim.deltas is not None and adapter is not None:
             measured = adapter.measured_profit_usd_e8(p.opp, sim.deltas, sim.return_data)
             if measured is not None:
                 gap = abs(measured - gross)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Collection, Protocol
 
 from ..errors import BadResponseError, ConfigError, RpcError
 from ..progress import MIN_CHUNKS, Progress
 from ..rpc import Rpc
-from ..types import ChainLiquidation, Opportunity
+from ..types import ChainLiquidation, Head, Opportunity
 
 if TYPE_CHECKING:
     from ..pricing.book import Book, SwapVenues
@@ -72,6 +72,35 @@ async def require_code(rpc: Rpc, address: str, where: str, hint: str = "") -> No
         raise ConfigError(f"{where}: no contract at {address} on this chain{f' ({hint})' if hint else ''}")
 
 
+class ProtocolAdapter(Protocol):
+    """What the app, the executor, the CLI and the status page use of an adapter: every
+    adapter implements it (BaseAdapter gives the defaults)."""
+
+    kind: str
+    name: str
+    accounts: Collection[Any]  # what it tracks (borrowers, vaults, perps accounts)
+    inventory: dict[str, int] | None  # token -> the keeper's balance (None: not known)
+    last_skips: list[Skip]
+    sizing: str
+    block_time_s: int
+
+    async def start(self) -> None: ...
+    async def sync(self, head: Head) -> int: ...
+    async def opportunities(self, head: Head) -> list[Opportunity]: ...
+    def resize(self, opp: Opportunity, book: Book) -> Opportunity | None: ...
+    def measure_tokens(self, opp: Opportunity) -> tuple[str, ...]: ...
+    def measured_profit_usd_e8(self, opp: Opportunity, deltas: dict[str, int], return_data: bytes) -> int | None: ...
+    def explain_revert(self, reason: str) -> str: ...
+    def parse_outcome(self, receipt: dict[str, Any]) -> dict[str, Any]: ...
+    def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None: ...
+    def describe(self, opp: Opportunity) -> str: ...
+    def native_price_usd_e8(self) -> int | None: ...
+    def can_price_native(self) -> bool: ...
+    def positions(self) -> list[dict[str, Any]]: ...
+    def drain_liquidations(self) -> list[ChainLiquidation]: ...
+    def liquidator_addresses(self) -> set[str]: ...
+
+
 class BaseAdapter:
     """What every adapter holds: its config, the shared RPC/Multicall/swap venues, the keeper's
     address, the log sync position and what the last refresh decided."""
@@ -100,6 +129,33 @@ class BaseAdapter:
         opportunities ranked before it in this block (the keeper's own market impact). Pure:
         no I/O. None when no size pays any more. Adapters whose actions swap override it."""
         return opp
+
+    def measure_tokens(self, opp: Opportunity) -> tuple[str, ...]:
+        """ERC20 balances of the keeper the simulation should measure around the call."""
+        return ()
+
+    def measured_profit_usd_e8(self, opp: Opportunity, deltas: dict[str, int], return_data: bytes) -> int | None:
+        """The profit the simulation measured (balance deltas), in USD e8; None: not measurable."""
+        return None
+
+    def explain_revert(self, reason: str) -> str:
+        return reason
+
+    def parse_outcome(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def describe(self, opp: Opportunity) -> str:
+        return opp.plan.description
+
+    def native_price_usd_e8(self) -> int | None:
+        return None
+
+    def can_price_native(self) -> bool:
+        """Whether this adapter prices the native token (gas) once refreshed."""
+        return False
+
+    def positions(self) -> list[dict[str, Any]]:
+        return []
 
     def drain_liquidations(self) -> list[ChainLiquidation]:
         """The liquidations that happened on chain in this protocol (by anyone) since the last

@@ -829,6 +829,9 @@ class Adapter(BaseAdapter):
                 return r
         return None
 
+    def can_price_native(self) -> bool:
+        return any(r.symbol.upper() in NATIVE_SYMBOLS for r in self.reserves)
+
     def native_price_usd_e8(self) -> int | None:
         for r in self.reserves:
             if r.symbol.upper() in NATIVE_SYMBOLS and r.price > 0 and r.price_problem is None:

@@ -1117,6 +1117,9 @@ class Adapter(BaseAdapter):
             return f"redo {d.ilk}#{d.id}: incentive {d.coin / RAD:,.2f} DAI"
         return opp.plan.description
 
+    def can_price_native(self) -> bool:
+        return any(k.gem_symbol.upper() in NATIVE_SYMBOLS or k.name.upper().startswith("ETH-") for k in self.ilks.values())
+
     def native_price_usd_e8(self) -> int | None:
         for k in self.ilks.values():
             if k.gem_symbol.upper() in NATIVE_SYMBOLS or k.name.upper().startswith("ETH-"):

@@ -519,6 +519,9 @@ class Adapter(BaseAdapter):
             return f"liquidateFlagged({len(d.accounts)}) reward {d.reward / 1e18:,.2f} snxUSD"
         return f"liquidate account {d.accounts[0]} reward {d.reward / 1e18:,.2f} snxUSD"
 
+    def can_price_native(self) -> bool:
+        return any(m.symbol.upper() in NATIVE_SYMBOLS for m in self.markets)
+
     def native_price_usd_e8(self) -> int | None:
         for m in self.markets:
             if m.symbol.upper() in NATIVE_SYMBOLS and m.price > 0:
