@@ -843,9 +843,13 @@ class Adapter(BaseAdapter):
         rows = []
         for a, h in self.health.items():
             coll, debt = self._to_usd_e8(h.collateral_base) / 1e8, self._to_usd_e8(h.debt_base) / 1e8
+            hf = h.health_factor_wad / 1e18
+            # HF is linear in the collateral prices: all of them falling by 1 - 1/HF (debt held)
+            # brings it to 1, e.g. HF 1.25 -> liquidatable 20% lower
+            to_liq = f", liquidatable at collateral prices {100 * (1 / hf - 1):+.1f}%" if hf >= 1 else ", liquidatable now"
             rows.append({"protocol": self.name, "account": a, "collateral_usd": coll, "debt_usd": debt,
-                         "health_factor": h.health_factor_wad / 1e18,
-                         "summary": f"collateral ${coll:,.0f} debt ${debt:,.0f}", "opportunity": best.get(a)})
+                         "health_factor": hf, "liquidation_move_pct": 100 * (1 / hf - 1) if hf > 0 else None,
+                         "summary": f"collateral ${coll:,.0f} debt ${debt:,.0f}{to_liq}", "opportunity": best.get(a)})
         rows.sort(key=lambda r: r["health_factor"])
         return rows
 
