@@ -96,7 +96,8 @@ class Keeper:
         if self.record:
             from .store import Store, store_path_for
 
-            self.store = Store(store_path_for(self.cfg, keeper_address), self.log)
+            self.store = Store(store_path_for(self.cfg, keeper_address), self.log,
+                               retention_days=self.cfg.keeper.store_retention_days)
             self.executor.store = self.store
         self.executor.on_sent = self._on_sent
         self.executor.metrics = self.metrics

@@ -398,6 +398,7 @@ class KeeperConfig:
     # within a block priced in; "max": the largest size the rules allow, quoted alone (a baseline)
     sizing: str = "profit"
     store_path: Path | None = None  # SQLite record of everything seen and done (None: beside the journal)
+    store_retention_days: float = 90.0  # opportunities seen and decisions older than this are pruned (0: never)
 
 
 @dataclass(frozen=True)
@@ -660,6 +661,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         confirmations=kp.get("confirmations", integer(1, 1000), 1),
         journal=kp.get("journal", journal_path, None),
         store_path=kp.get("store_path", journal_path, None),
+        store_retention_days=float(kp.get("store_retention_days", decimal(minimum=0, maximum=36_500), Decimal(90))),
         max_gas_spend_wei_per_hour=_opt_eth(kp.get("max_gas_spend_eth_per_hour", eth_budget, None)),
         max_gas_spend_wei_per_day=_opt_eth(kp.get("max_gas_spend_eth_per_day", eth_budget, None)),
         max_consecutive_failures=kp.get("max_consecutive_failures", integer(0, 1_000_000), 5),

@@ -43,6 +43,7 @@ MAX_QUEUE = 100_000
 MAX_BATCH = 5_000
 RETRY_DELAYS_S = (0.05, 0.1, 0.25, 0.5, 1.0)  # then the batch is written row by row once, the rest let go
 LOG_EVERY_S = 1.0
+PRUNE_EVERY_S = 3600.0
 OPEN_TIMEOUT_S = 5.0
 
 OUTCOME_STATUSES = ("included", "reverted", "replaced", "cancelled", "dropped")
@@ -421,8 +422,13 @@ class Store:
 
     def __init__(self, path: Path | str, log: Any, *, max_queue: int = MAX_QUEUE,
                  batch_window_s: float = BATCH_WINDOW_S, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
-                 open_timeout_s: float = OPEN_TIMEOUT_S):
+                 open_timeout_s: float = OPEN_TIMEOUT_S, retention_days: float = 90.0):
         self.path = Path(path)
+        # opportunities seen and decisions (a row per opportunity per block) older than this,
+        # counted back from the newest, are pruned hourly; sends, outcomes and on-chain
+        # liquidations are kept. 0: keep everything.
+        self.retention_s = int(retention_days * 86_400)
+        self._last_prune = -float("inf")
         self.log = log
         self.max_queue = max(1, max_queue)
         self.batch_window_s = batch_window_s
@@ -587,6 +593,7 @@ class Store:
                 if batch:
                     self._write(batch)
                     self._last_commit = time.monotonic()
+                    self._prune()
                 with self._cond:
                     self._resolved = self._q[0][0] - 1 if self._q else self._seq
                     self._cond.notify_all()
@@ -599,6 +606,24 @@ class Store:
                 pass
             with self._cond:
                 self._cond.notify_all()
+
+    def _prune(self) -> None:
+        """Drop `seen` and `decision` rows older than the retention (writer thread only)."""
+        if not self.retention_s or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = time.monotonic()
+        try:
+            newest = self.conn.execute("SELECT MAX(ts) FROM seen").fetchone()[0]
+            if not newest:
+                return
+            cutoff = int(newest) - self.retention_s
+            with self.conn:
+                n = sum(self.conn.execute(f"DELETE FROM {t} WHERE ts < ?", (cutoff,)).rowcount
+                        for t in ("seen", "decision"))
+            if n:
+                self.log.info("store_pruned", rows=n, older_than_ts=cutoff)
+        except sqlite3.Error as e:
+            self.log.warning("store_prune_failed", error=str(e))
 
     def _write(self, batch: list[tuple[int, str, tuple]]) -> None:
         err: BaseException | None = None

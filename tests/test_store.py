@@ -388,3 +388,30 @@ def test_tracker_history_as_of_a_block_and_bounded():
     assert len(t) == 3 and t.history("aave", A) is None  # the least recently touched went first
     t.saw("perps", "0x09", 400)
     assert len(t) == 1 and t.history("perps", "0x09").first_seen_block == 400
+
+
+def test_old_opportunities_and_decisions_are_pruned_but_sends_and_outcomes_kept(tmp_path):
+    path = tmp_path / "s.sqlite"
+    log = Log()
+    s = Store(path, log, retention_days=1)
+    day = 86_400
+    fill_one_of_each(s)  # everything at ts ~1_700_000_000
+    s.flush(5)
+    s._last_prune = -float("inf")  # the hourly prune is due with the next commit
+    s.seen(200, 1_700_000_000 + 3 * day, "aave", "aave_v3", A, "flash", {}, 1, 0, 1)  # three days later
+    s.decided(200, 1_700_000_000 + 3 * day, "aave", A, "sent", "", 1)
+    s.flush(5)
+    s.close()
+    assert count(path, "seen") == 1 and count(path, "decision") == 1  # the old ones are gone
+    assert count(path, "tx") == 1 and count(path, "outcome") == 1 and count(path, "chain_liquidation") == 1
+    assert log.named("store_pruned") and log.named("store_pruned")[0]["rows"] == 2
+
+
+def test_retention_zero_keeps_everything(tmp_path):
+    path = tmp_path / "s.sqlite"
+    s = Store(path, Log(), retention_days=0)
+    fill_one_of_each(s)
+    s.seen(200, 1_700_000_000 + 10**8, "aave", "aave_v3", A, "flash", {}, 1, 0, 1)
+    s.flush(5)
+    s.close()
+    assert count(path, "seen") == 2 and count(path, "decision") == 1
