@@ -323,7 +323,7 @@ async def _scan(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config)
-    keeper = Keeper(cfg, dry_run=True)
+    keeper = Keeper(cfg, dry_run=True, record=False)  # a view: nothing goes to the store
     try:
         await keeper.start()
         head = await keeper.read_head()
