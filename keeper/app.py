@@ -116,7 +116,8 @@ class Keeper:
             raise ConfigError("chain.native_usd_feed: required to price gas (no WETH reserve, ETH ilk or market to "
                               "read it from)")
         await self.executor.start()
-        await self._start_operations()
+        if self.record:  # a view (scan) neither records nor serves
+            await self._start_operations()
         self.started_at = time.monotonic()
         self.log.info("keeper_started", rpc=redact_url(self.cfg.chain.rpc_url), chain_id=chain_id,
                       dry_run=self.dry_run, protocols=list(self.adapters), address=keeper_address)
