@@ -3,7 +3,8 @@
 Same run, same chain, same accounts:
   keeper    the keeper's hot path: AaveV3 adapter refresh() = getUserAccountData for every
             account (plus prices, reserve configs, inventory) in Multicall3 aggregate3 chunks
-            sent as one JSON-RPC batch over aiohttp;
+            sent as JSON-RPC batches over aiohttp (the default chain.max_batch_calls,
+            max_request_bytes and max_concurrent_requests: config/devnet.toml sets none);
   baseline  web3.py AsyncWeb3, one pool.functions.getUserAccountData(user).call() per account,
             awaited one after another (how most open-source bots do it);
   baseline-gather  the same web3.py calls, all in flight at once with asyncio.gather.

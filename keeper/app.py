@@ -20,6 +20,7 @@ from .config import Config, load_signer
 from .errors import BadResponseError, ConfigError, RpcError, TransientError
 from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
+from .heads import HeadWatcher
 from .metrics import Metrics
 from .missed import Tracker, classify
 from .pricing.book import SwapVenues
@@ -70,9 +71,12 @@ class Keeper:
         # the latest liquidations seen on chain, with their class and why (bounded: for views)
         self.classified: deque[tuple[ChainLiquidation, str, dict[str, Any]]] = deque(maxlen=1000)
         self.log = log or logmod.get()
+        self.heads = HeadWatcher(cfg.chain.ws_url, cfg.chain.poll_interval_s, self.log)  # started by start()
         self.rpc = Rpc(cfg.chain.rpc_urls or (cfg.chain.rpc_url,), timeout_s=cfg.chain.rpc_timeout_s,
                        max_head_lag_blocks=cfg.chain.max_head_lag_blocks,
-                       probe_interval_s=cfg.chain.rpc_probe_interval_s, log=self.log)
+                       probe_interval_s=cfg.chain.rpc_probe_interval_s, log=self.log,
+                       max_batch_calls=cfg.chain.max_batch_calls, max_request_bytes=cfg.chain.max_request_bytes,
+                       max_concurrent_requests=cfg.chain.max_concurrent_requests)
         self.mc = Multicall(self.rpc, cfg.chain.multicall3)
         self.adapters: dict[str, ProtocolAdapter] = {}
         self.executor: Executor | None = None
@@ -116,8 +120,9 @@ class Keeper:
             raise ConfigError("chain.native_usd_feed: required to price gas (no WETH reserve, ETH ilk or market to "
                               "read it from)")
         await self.executor.start()
-        if self.record:  # a view (scan) neither records nor serves
+        if self.record:  # a view (scan) neither records nor serves nor follows heads
             await self._start_operations()
+            await self.heads.start()
         self.started_at = time.monotonic()
         self.log.info("keeper_started", rpc=redact_url(self.cfg.chain.rpc_url), chain_id=chain_id,
                       dry_run=self.dry_run, protocols=list(self.adapters), address=keeper_address)
@@ -437,7 +442,7 @@ class Keeper:
         status = self.rpc.endpoints_status if len(self.rpc.urls) > 1 else None
         self.log.info("heartbeat", block=head.number, lag_s=max(round(time.time() - head.timestamp, 1), 0),
                       cycle_s=round(cycle_s, 3), cycles=self.cycles,
-                      tracked={n: len(a.accounts) for n, a in self.adapters.items()},
+                      tracked={n: len(a.accounts) for n, a in self.adapters.items()}, heads=self.heads.mode,
                       in_flight=len(ex.in_flight) if ex else 0,
                       paused=bool(ex and ex.paused),
                       rpc=[{"url": e.get("url"), "healthy": e.get("healthy")} for e in status()] if status else None)
@@ -491,12 +496,21 @@ class Keeper:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 if once:
                     raise
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), timeout=wait)
-            except asyncio.TimeoutError:
-                pass
+            await self._until_next_head(wait)
         if self.executor is not None:
             await self.executor.stop()
+
+    async def _until_next_head(self, wait: float) -> None:
+        """Sleep until the websocket announces a new head, the poll interval (or backoff) has
+        passed, or the keeper is told to stop."""
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        new = asyncio.ensure_future(self.heads.wait(wait))
+        try:
+            await asyncio.wait({stop, new}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (stop, new):
+                t.cancel()
+            await asyncio.gather(stop, new, return_exceptions=True)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -517,6 +531,7 @@ class Keeper:
             self.executor.halt()
 
     async def close(self) -> None:
+        await self.heads.close()
         if self.server is not None:
             await self.server.stop()
         if self.alerts is not None:

@@ -221,6 +221,15 @@ def url_list(where: str, v: Any) -> tuple[str, ...]:
     return out
 
 
+def ws_url(where: str, v: Any) -> str:
+    """A ws:// or wss:// URL (new heads over a websocket)."""
+    text = string(where, v)
+    parts = urlsplit(text) if not any(c.isspace() for c in text) else None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.netloc:
+        fail(where, f"must be a ws:// or wss:// URL, got {show(v)}")
+    return text
+
+
 def listen_address(where: str, v: Any) -> tuple[str, int]:
     """host:port to listen on (an IPv4 address or a host name, port 0..65535)."""
     text = string(where, v)
@@ -371,6 +380,13 @@ class ChainConfig:
     max_head_lag_blocks: int = 3  # an endpoint whose head is further behind the best is taken out
     rpc_probe_interval_s: float = 5.0  # how often an endpoint taken out is tried again
     block_time_s: int = 12  # seconds between blocks: what is priced for the next block (auction clocks)
+    ws_url: str | None = None  # new heads pushed over a websocket (polling when it is down)
+    # request size (keeper/rpc.py, where the defaults are justified): JSON-RPC calls per HTTP
+    # batch, bytes per HTTP body, HTTP requests in flight at once for one batch; lowered (and
+    # remembered) when a node refuses a request for its size
+    max_batch_calls: int = 50
+    max_request_bytes: int = 1_048_576
+    max_concurrent_requests: int = 4
 
 
 @dataclass(frozen=True)
@@ -544,6 +560,12 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, st
         chain["rpc_url"] = raw
         chain.pop("rpc_urls", None)
         origin["chain.rpc_url"] = "KEEPER_RPC_URL"
+    if "KEEPER_WS_URL" in environ:
+        chain = data.setdefault("chain", {})
+        if not isinstance(chain, dict):
+            fail("KEEPER_WS_URL", "chain is not a table in the config file")
+        chain["ws_url"] = _env_value("KEEPER_WS_URL", "KEEPER_WS_URL", environ)
+        origin["chain.ws_url"] = "KEEPER_WS_URL"
     _near_misses(data, environ)
     return origin
 
@@ -631,6 +653,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         max_head_lag_blocks=ch.get("max_head_lag_blocks", integer(0, 10_000), 3),
         rpc_probe_interval_s=ch.get("rpc_probe_interval_s", seconds(3600), 5.0),
         block_time_s=ch.get("block_time_s", integer(0, 3600), 12),
+        ws_url=ch.get("ws_url", ws_url, None),
+        max_batch_calls=ch.get("max_batch_calls", integer(1, 10_000), 50),
+        max_request_bytes=ch.get("max_request_bytes", integer(4096, 256 * 1_048_576), 1_048_576),
+        max_concurrent_requests=ch.get("max_concurrent_requests", integer(1, 16), 4),  # 16: the connection pool
     )
     ch.done()
 

@@ -1,4 +1,8 @@
-"""Multicall3 aggregate3: many eth_calls in one, many aggregate3 calls in one HTTP batch."""
+"""Multicall3 aggregate3: many eth_calls in one, many aggregate3 calls in one HTTP batch.
+
+Calls are cut into aggregate3 chunks of at most `chunk` calls whose eth_call fits the Rpc's
+current byte limit (`Rpc.max_request_bytes`: the calldata counts against the HTTP body, as
+hex); Rpc.batch cuts the eth_calls into HTTP requests within its limits."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Sequence
 from eth_utils import keccak
 
 from .errors import BadResponseError
-from .rpc import Rpc, parse_bytes
+from .rpc import DEFAULT_MAX_REQUEST_BYTES, RequestTooLargeError, Rpc, parse_bytes
 
 MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 _AGG3 = keccak(text="aggregate3((address,bool,bytes)[])")[:4]
@@ -22,27 +26,58 @@ class Call:
 
 
 _W = 32
+_HEAD = 4 + 2 * _W  # selector, offset of the array, its length
+# JSON around one aggregate3 eth_call in a batch: {"jsonrpc":"2.0","id":..,"method":"eth_call",
+# "params":[{"to":"0x..","data":"0x"},"0x.."]}, the comma and the batch's brackets (~140 bytes)
+_JSON_OVERHEAD = 256
 
 
 def _u(n: int) -> bytes:
     return n.to_bytes(32, "big")
 
 
-def encode_aggregate3(calls: Sequence[Call]) -> bytes:
-    """aggregate3((address,bool,bytes)[]) calldata, by hand: ~20x faster than eth_abi here."""
-    n = len(calls)
+_TRUE, _FALSE, _X60, _PAD12 = _u(1), _u(0), _u(0x60), b"\0" * 12
+
+
+def _element(c: Call) -> bytes:
+    data = c.data
+    return b"".join((_PAD12, bytes.fromhex(c.target[2:]), _TRUE if c.allow_failure else _FALSE, _X60,
+                     _u(len(data)), data, b"\0" * ((-len(data)) % _W)))
+
+
+def _assemble(bodies: list[bytes]) -> bytes:
+    n = len(bodies)
     offsets: list[bytes] = []
-    bodies: list[bytes] = []
     pos = n * _W
-    for c in calls:
-        data = c.data
-        pad = (-len(data)) % _W
-        body = b"".join((b"\0" * 12 + bytes.fromhex(c.target[2:]), _u(1 if c.allow_failure else 0), _u(0x60),
-                         _u(len(data)), data, b"\0" * pad))
+    for body in bodies:
         offsets.append(_u(pos))
-        bodies.append(body)
         pos += len(body)
     return b"".join((_AGG3, _u(0x20), _u(n), *offsets, *bodies))
+
+
+def encode_aggregate3(calls: Sequence[Call]) -> bytes:
+    """aggregate3((address,bool,bytes)[]) calldata, by hand: ~20x faster than eth_abi here."""
+    return _assemble([_element(c) for c in calls])
+
+
+def encode_chunks(calls: Sequence[Call], max_calls: int, max_bytes: int) -> list[tuple[int, bytes]]:
+    """aggregate3 calldata for consecutive chunks of calls, each at most max_calls calls and
+    max_bytes bytes of calldata (a call too large for that alone gets a chunk of its own), in
+    one pass: [(number of calls, calldata), ...]."""
+    out: list[tuple[int, bytes]] = []
+    bodies: list[bytes] = []
+    size = _HEAD
+    for c in calls:
+        body = _element(c)
+        step = len(body) + _W  # the element and its offset
+        if bodies and (len(bodies) >= max_calls or size + step > max_bytes):
+            out.append((len(bodies), _assemble(bodies)))
+            bodies, size = [], _HEAD
+        bodies.append(body)
+        size += step
+    if bodies:
+        out.append((len(bodies), _assemble(bodies)))
+    return out
 
 
 def decode_aggregate3(raw: bytes) -> list[tuple[bool, bytes]]:
@@ -76,21 +111,30 @@ class Multicall:
         return encode_aggregate3(calls)
 
     async def run(self, calls: Sequence[Call], block: int | str = "latest") -> list[tuple[bool, bytes]]:
-        """Run calls in aggregate3 chunks sent as one JSON-RPC batch; results in order."""
+        """Run calls in aggregate3 chunks sent as one JSON-RPC batch (cut into HTTP requests by
+        the Rpc's limits); results in order. One aggregate3 eth_call refused for its size after
+        the Rpc lowered its byte limit: encoded again in smaller chunks."""
         if not calls:
             return []
         tag = hex(block) if isinstance(block, int) else block
-        chunks = [calls[i:i + self.chunk] for i in range(0, len(calls), self.chunk)]
-        reqs = [("eth_call", [{"to": self.address, "data": "0x" + self.encode(ch).hex()}, tag]) for ch in chunks]
-        replies = await self.rpc.batch(reqs)
+        while True:
+            limit = getattr(self.rpc, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)
+            chunks = encode_chunks(calls, self.chunk, (limit - _JSON_OVERHEAD) // 2)  # hex: 2 characters a byte
+            reqs = [("eth_call", [{"to": self.address, "data": "0x" + data.hex()}, tag]) for _, data in chunks]
+            try:
+                replies = await self.rpc.batch(reqs)
+                break
+            except RequestTooLargeError:
+                if getattr(self.rpc, "max_request_bytes", limit) >= limit:
+                    raise  # the limit did not go down: cutting again would send the same
         out: list[tuple[bool, bytes]] = []
-        for ch, reply in zip(chunks, replies):
+        for (k, _), reply in zip(chunks, replies):
             raw = parse_bytes(reply, "aggregate3")
             try:
                 results = decode_aggregate3(raw)
             except Exception as e:  # garbage from the node
                 raise BadResponseError(f"aggregate3: cannot decode answer ({e.__class__.__name__})") from None
-            if len(results) != len(ch):
-                raise BadResponseError(f"aggregate3: {len(results)} results for {len(ch)} calls")
+            if len(results) != k:
+                raise BadResponseError(f"aggregate3: {len(results)} results for {k} calls")
             out.extend(results)
         return out

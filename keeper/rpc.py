@@ -24,6 +24,17 @@ Several endpoints (`Rpc([url1, url2, ...])`):
 With one endpoint (`Rpc(url)`) a request costs what it always did: one POST, no probes, no
 logging (errors are raised to the caller as before; the state is still shown by
 `endpoints_status()`).
+
+Request size (`max_batch_calls`, `max_request_bytes`, `max_concurrent_requests`): `batch()`
+cuts a long batch into HTTP requests of at most that many JSON-RPC calls and bytes of body,
+at most `max_concurrent_requests` of them in flight; answers still come back in request order.
+A node that refuses a request for its size (HTTP 413, or an answer like `-32600 Invalid
+request`, "batch too large", "... exceeds the limit") makes the Rpc halve the limit it hit
+(calls for "batch", else bytes) and remember it (`request_size_reduced`, logged once per
+reduction), and resend that part in smaller pieces; one single request that is still refused
+raises RequestTooLargeError (a BadResponseError; Multicall re-chunks its aggregate3 calls
+when the byte limit went down).
+The limits are per Rpc, not per endpoint: a request may fail over to any endpoint.
 """
 
 from __future__ import annotations
@@ -42,6 +53,15 @@ from .redact import redact_url, scrub
 
 encode_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps(..., separators=) builds an encoder per call
 _INF = float("inf")
+# Defaults safe for hosted RPCs. Calls per HTTP batch: Alchemy advises batches under 50, Erigon
+# refuses more than 100 by default (geth and Nethermind about 1,000). Body: anvil refuses over
+# 2 MiB, geth over 5 MiB; 1 MiB still carries about 2,300 getUserAccountData calls (five
+# 400-call aggregate3 eth_calls of ~180 KB each). Four requests in flight: a 6,000-account
+# refresh (three such requests) goes out at once, without tripping hosted rate limits (HTTP 429).
+DEFAULT_MAX_BATCH_CALLS = 50
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+DEFAULT_MAX_CONCURRENT_REQUESTS = 4
+MIN_REQUEST_BYTES = 4096  # a refusal never shrinks the body limit below this (nor the calls below 1)
 _KNOWN_TX = ("already known", "already imported", "known transaction")
 
 
@@ -88,6 +108,64 @@ class _WholeBatchError(BadResponseError):
     endpoint failure (no failover); still a BadResponseError for the caller."""
 
 
+class RequestTooLargeError(_WholeBatchError):
+    """The node refused a request for its size (HTTP 413, -32600, "batch too large", ...): the
+    node's answer, not an endpoint failure (no failover). `batch()` shrinks and resends; what
+    reaches the caller is one single request that is still refused. `kind` is the limit the
+    refusal names: "bytes", "calls" or "both" (it does not say)."""
+
+    def __init__(self, message: str, kind: str = "both"):
+        super().__init__(message)
+        self.kind = kind
+
+
+# words of a node's refusal of a request's size; a refusal that names a rate, a quota or gas
+# is not one (halving the batch would not help and would be remembered for nothing)
+_SIZE_WORDS = ("too large", "too big", "too long", "entity", "exceed", "limit", "batch", "size", "length")
+_NOT_SIZE_WORDS = ("rate", "per second", "daily", "quota", "credit", "compute unit", "gas", "too many requests",
+                   "revert", "timeout", "timed out", "capacity")
+
+
+def is_size_refusal(code: int | None, message: str) -> bool:
+    """Whether a node's error answer to a whole request means "too large" (-32600 Invalid
+    request for a well-formed request, or a message about size, batch or limit)."""
+    m = message.lower()
+    if any(w in m for w in _NOT_SIZE_WORDS):
+        return False
+    return code == -32600 or any(w in m for w in _SIZE_WORDS)
+
+
+def _size_kind(message: str) -> str:
+    """Which limit a node's size refusal names: "bytes" (entity, body, content length),
+    "calls" (batch), or "both" when it does not say (anvil's -32600 Invalid request)."""
+    m = message.lower()
+    if "entity" in m or "body" in m or "content" in m or "bytes" in m:
+        return "bytes"
+    if "batch" in m:
+        return "calls"
+    if "size" in m or "length" in m:
+        return "bytes"
+    return "both"
+
+
+class _Skipped(Exception):
+    """A part of a batch not sent because another part failed."""
+
+
+class _Job:
+    """One logical batch cut into HTTP requests: the requests, their encoded JSON, the first id."""
+    __slots__ = ("reqs", "parts", "first", "return_errors", "sem", "failed")
+
+    def __init__(self, reqs: list[tuple[str, list[Any]]], parts: list[str], first: int, return_errors: bool,
+                 sem: asyncio.Semaphore):
+        self.reqs = reqs
+        self.parts = parts
+        self.first = first
+        self.return_errors = return_errors
+        self.sem = sem
+        self.failed = False
+
+
 class Endpoint:
     __slots__ = ("index", "url", "redacted", "healthy", "reason", "last_error", "requests", "failures",
                  "next_probe", "down_since", "probe")
@@ -108,10 +186,18 @@ class Endpoint:
 
 class Rpc:
     def __init__(self, urls: str | Sequence[str], timeout_s: float = 10.0, *, max_head_lag_blocks: int = 3,
-                 probe_interval_s: float = 5.0, log: Any = None):
+                 probe_interval_s: float = 5.0, log: Any = None, max_batch_calls: int = DEFAULT_MAX_BATCH_CALLS,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS):
         self.urls = (urls,) if isinstance(urls, str) else tuple(urls)
         if not self.urls:
             raise ValueError("Rpc: at least one endpoint URL is required")
+        if max_batch_calls < 1 or max_request_bytes < 1 or max_concurrent_requests < 1:
+            raise ValueError("Rpc: max_batch_calls, max_request_bytes and max_concurrent_requests must be ≥ 1")
+        # current limits: lowered (and kept) when a node refuses a request for its size
+        self.max_batch_calls = max_batch_calls
+        self.max_request_bytes = max_request_bytes
+        self.max_concurrent_requests = max_concurrent_requests
         self.url = self.urls[0]
         self.max_head_lag_blocks = max_head_lag_blocks
         self.probe_interval_s = probe_interval_s
@@ -222,10 +308,15 @@ class Rpc:
         finally:
             if self.on_request is not None:
                 self.on_request(ep.redacted, time.monotonic() - t0, failed)
+        if status == 413:
+            raise RequestTooLargeError(f"RPC {ep.redacted} answered HTTP 413 (request entity too large)", "bytes")
         try:
             reply = parse_json(raw)
         except (ValueError, RecursionError):  # includes UnicodeDecodeError (non-UTF-8 bytes)
             snippet = scrub(raw[:120].decode("utf-8", "replace"))
+            if status in (400, 414, 431) and is_size_refusal(None, snippet):
+                raise RequestTooLargeError(f"RPC {ep.redacted} answered HTTP {status}: {snippet!r}",
+                                           _size_kind(snippet)) from None
             raise BadResponseError(f"RPC {ep.redacted} answered HTTP {status} with non-JSON: {snippet!r}") from None
         if status >= 500:
             raise BadResponseError(f"RPC {ep.redacted} answered HTTP {status}: {scrub(str(reply)[:120])!r}")
@@ -329,17 +420,98 @@ class Rpc:
         return await self._send(_request(rid, method, params or []), _check_call, method, rid)
 
     async def batch(self, requests: Iterable[tuple[str, list[Any]]], return_errors: bool = False) -> list[Any]:
-        """Send many requests as one JSON array; answers come back in request order.
+        """Send many requests as JSON arrays of at most max_batch_calls calls and
+        max_request_bytes bytes each (one POST when they fit), at most max_concurrent_requests
+        at once; answers come back in request order. A part refused for its size is resent in
+        smaller parts (the limits stay lowered).
 
         With return_errors, an RpcError is returned in place of that answer instead of raised.
+        Otherwise the first error in request order is raised (parts not yet sent are not sent).
         """
         reqs = list(requests)
-        if not reqs:
+        n = len(reqs)
+        if not n:
             return []
         first = next(self._ids)
-        self._ids = itertools.count(first + len(reqs))  # ids first .. first + len - 1 are this batch's
-        payload = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(reqs)]
-        return await self._send(encode_json(payload), _check_batch, reqs, (first, return_errors))
+        self._ids = itertools.count(first + n)  # ids first .. first + n - 1 are this batch's
+        # each request encoded once: its size decides the cut, and a resend after a refusal reuses it
+        parts = [_request(first + i, m, p) for i, (m, p) in enumerate(reqs)]
+        job = _Job(reqs, parts, first, return_errors, asyncio.Semaphore(self.max_concurrent_requests))
+        return await self._run_parts(job, self._split(parts, 0, n))
+
+    def _split(self, parts: list[str], start: int, end: int) -> list[tuple[int, int]]:
+        """Cut parts[start:end] into consecutive (start, end) ranges within the current limits
+        (a single request above the byte limit goes alone)."""
+        max_calls, max_bytes = self.max_batch_calls, self.max_request_bytes - 2  # the brackets
+        out: list[tuple[int, int]] = []
+        size = 0
+        for i in range(start, end):
+            ln = len(parts[i]) + 1  # ASCII JSON: characters are bytes; the comma
+            if i > start and (i - start >= max_calls or size + ln > max_bytes):
+                out.append((start, i))
+                start, size = i, 0
+            size += ln
+        out.append((start, end))
+        return out
+
+    async def _run_parts(self, job: _Job, ranges: list[tuple[int, int]]) -> list[Any]:
+        if len(ranges) == 1:
+            return await self._part(job, *ranges[0])
+        outs = await asyncio.gather(*(self._part(job, s, e) for s, e in ranges), return_exceptions=True)
+        skipped: BaseException | None = None
+        for o in outs:
+            if isinstance(o, BaseException):
+                if not isinstance(o, _Skipped):
+                    raise o  # the first failure in request order
+                skipped = skipped or o
+        if skipped is not None:
+            raise skipped
+        return [a for o in outs for a in o]  # type: ignore[union-attr]
+
+    async def _part(self, job: _Job, start: int, end: int) -> list[Any]:
+        """One HTTP request of the batch: requests start .. end - 1."""
+        async with job.sem:
+            if job.failed:
+                raise _Skipped()
+            parts = job.parts
+            body = "[" + ",".join(parts[start:end]) + "]" if end - start > 1 else "[" + parts[start] + "]"
+            sub = job.reqs if end - start == len(job.reqs) else job.reqs[start:end]
+            try:
+                return await self._send(body, _check_batch, sub, (job.first + start, job.return_errors))
+            except RequestTooLargeError as e:
+                refused = e
+            except BaseException:
+                job.failed = True
+                raise
+        if not self._shrink(end - start, len(body), refused) or end - start == 1:
+            job.failed = True
+            raise refused
+        return await self._run_parts(job, self._split(job.parts, start, end))
+
+    def _shrink(self, n: int, nbytes: int, err: RequestTooLargeError) -> bool:
+        """A request of n calls and nbytes was refused for its size. If it was within the
+        current limits, set the limit the refusal names to half of what was refused (never
+        below 1 call / MIN_REQUEST_BYTES: a request under twice that is not refused for its
+        bytes) and log the new limits (`request_size_reduced`). A refusal that does not say
+        which (anvil's -32600) lowers the bytes, which halves the calls a request carries as
+        well, or the calls when the request is too small for that. A request already beyond
+        the limits (sent at the same time as one whose refusal lowered them) changes nothing:
+        one log per reduction. True if the request no longer fits the limits (send it in
+        smaller parts)."""
+        calls, limit = self.max_batch_calls, self.max_request_bytes
+        if n <= calls and nbytes <= limit:
+            kind = err.kind
+            if kind == "both":
+                kind = "calls" if n > 1 and nbytes // 2 < MIN_REQUEST_BYTES else "bytes"
+            if kind == "calls":
+                calls = max(1, n // 2)
+            elif nbytes // 2 >= MIN_REQUEST_BYTES:
+                limit = nbytes // 2
+            if calls != self.max_batch_calls or limit != self.max_request_bytes:
+                self.max_batch_calls, self.max_request_bytes = calls, limit
+                self._logger().warning("request_size_reduced", max_batch_calls=calls, max_request_bytes=limit,
+                                       refused_calls=n, refused_bytes=nbytes, reason=str(err)[:200])
+        return n > calls or nbytes > limit
 
     async def check_heads(self) -> int | None:
         """eth_blockNumber on every healthy endpoint at once; an endpoint more than
@@ -534,10 +706,20 @@ def _check_batch(replies: Any, reqs: list[tuple[str, list[Any]]], ctx: tuple[int
     if type(replies) is dict:  # some nodes answer a batch with one error object
         err = replies.get("error")
         if type(err) is dict and type(err.get("code")) is int and type(err.get("message")) is str:
-            raise _WholeBatchError(f"batch of {n}: the node answered one error for the whole batch: "
-                                   f"{err['message'][:200]} (code {err['code']})")
+            msg = (f"batch of {n}: the node answered one error for the whole batch: "
+                   f"{err['message'][:200]} (code {err['code']})")
+            if is_size_refusal(err["code"], err["message"]):
+                raise RequestTooLargeError(msg, _size_kind(err["message"]))
+            raise _WholeBatchError(msg)
         raise BadResponseError(f"batch of {n}: malformed answer: {_snip(replies)}")
     if type(replies) is not list or len(replies) != n:
+        if type(replies) is list:  # geth: [one -32600 "batch too large" error] for the whole batch
+            for r in replies[:4]:
+                err = r.get("error") if type(r) is dict else None
+                if type(err) is dict and type(err.get("message")) is str and \
+                        is_size_refusal(err.get("code") if type(err.get("code")) is int else None, err["message"]):
+                    raise RequestTooLargeError(f"batch of {n}: the node refused the batch: {err['message'][:200]} "
+                                               f"(code {err.get('code')})", _size_kind(err["message"]))
         raise BadResponseError(f"batch of {n}: malformed answer: {_snip(replies)}")
     by_id: dict[int, Any] = {}
     for r in replies:
@@ -552,6 +734,9 @@ def _check_batch(replies: Any, reqs: list[tuple[str, list[Any]]], ctx: tuple[int
         try:
             out.append(_result(m, r))
         except RpcError as e:
+            if n > 1 and "response" in e.rpc_message.lower() and is_size_refusal(None, e.rpc_message):
+                # geth: "response too large" for the calls past its batch response limit
+                raise RequestTooLargeError(f"batch of {n}: {e.rpc_message[:200]} (code {e.code})") from None
             if not return_errors:
                 raise
             out.append(e)

@@ -328,3 +328,28 @@ async def test_a_silent_socket_on_a_moving_chain_is_a_drop_an_idle_chain_is_not(
     finally:
         await w.close()
         await proxy.stop()
+
+
+async def test_the_daemon_acts_on_a_pushed_head_without_waiting_for_the_poll(chain, make_keeper):
+    """chain.ws_url set, poll interval 30 s: a new block starts a cycle at once."""
+    import asyncio
+
+    keeper = await make_keeper(dry_run=True, only="aave-v3-devnet", KEEPER_WS_URL=chain.url.replace("http", "ws"),
+                               KEEPER_CHAIN__POLL_INTERVAL_S="30")
+    assert keeper.heads.mode == "websocket"
+    run = asyncio.create_task(keeper.run())
+    try:
+        for _ in range(100):  # the first cycle runs at once
+            if keeper.cycles:
+                break
+            await asyncio.sleep(0.05)
+        before = keeper.cycles
+        chain.call("evm_mine")
+        for _ in range(100):  # 5 s at most, far below the 30 s poll
+            if keeper.cycles > before:
+                break
+            await asyncio.sleep(0.05)
+        assert keeper.cycles > before
+    finally:
+        keeper.stop()
+        await asyncio.wait_for(run, 10)
