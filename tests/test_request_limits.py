@@ -231,19 +231,7 @@ async def test_one_request_still_refused_alone_is_a_real_error_and_calls_never_g
 
 
 # -- configuration ------------------------------------------------------------------
-GOOD = """
-[chain]
-rpc_url = "http://127.0.0.1:1"
-[keeper]
-address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-[swap]
-kind = "uniswap_v3"
-quoter_v2 = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-[[protocols]]
-kind = "aave_v3"
-name = "aave"
-pool_addresses_provider = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-"""
+from .test_config import GOOD  # a minimal valid config
 
 
 def _cfg(tmp_path: Path, extra: str) -> Any:
