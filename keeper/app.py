@@ -277,7 +277,7 @@ class Keeper:
             if (klass == "raced" and self.alerts is not None and liq.value_usd_e8 is not None
                     and liq.value_usd_e8 >= self.cfg.alerts.raced_min_usd_e8):
                 self.alerts.notify("raced_miss", f"{name}: {liq.account} liquidated by {liq.liquidator} first "
-                                   f"(${liq.value_usd_e8 / 1e8:,.2f})", block=liq.block, tx=liq.tx_hash, **why)
+                                   f"(${liq.value_usd_e8 / 1e8:,.2f})", block=liq.block, tx=liq.tx_hash, why=why)
             if self.store is not None:
                 self.store.chain_liquidation(liq.protocol, liq.kind, liq.account, liq.liquidator, liq.block,
                                              head.timestamp, liq.tx_hash, liq.log_index, liq.detail, liq.value_usd_e8,

@@ -60,10 +60,43 @@ async def test_report_after_a_live_run_matches_the_chain_and_lists_the_skips(cha
     assert doc["summary"]["actions"]["included"] == len(confirmed)
 
 
-async def test_a_competitor_landing_first_is_reported_as_raced_with_the_competitor(chain, make_keeper, tmp_path):
+async def test_a_competitor_landing_first_is_reported_as_raced_with_the_competitor(chain, make_keeper, tmp_path,
+                                                                                  monkeypatch):
+    from .faultproxy import served
+    from .test_server import Webhook
+
     chain.shock("WETH", -12)
     store = tmp_path / "store.sqlite"
-    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__STORE_PATH=str(store), KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    hook = Webhook()
+    async with served(hook.handle) as hook_url:
+        monkeypatch.setenv("KEEPER_TEST_WEBHOOK", hook_url)
+        keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__STORE_PATH=str(store),
+                                   KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1", KEEPER_ALERTS__WEBHOOK_URL_ENV="KEEPER_TEST_WEBHOOK",
+                                   KEEPER_ALERTS__RACED_MIN_USD="0")
+        victim, first_block = await _race(chain, keeper)
+        await keeper.alerts.drain()
+    # the operator was told, with the competitor
+    raced_alerts = [b for b in hook.bodies if b["kind"] == "raced_miss"]
+    assert len(raced_alerts) == 1 and "c0de" in raced_alerts[0]["message"].lower()
+    keeper.store.flush()
+    doc = await report(store)
+    raced = [m for m in doc["misses"] if m["klass"] == "raced"]
+    assert len(raced) == 1, doc["misses"]
+    m = raced[0]
+    assert m["account"].lower() == victim.lower() and m["liquidator"].lower() == RIVAL.lower()
+    why = m["why"]
+    assert why["competitor"].lower() == RIVAL.lower() and why["blocks_behind"] == m["block"] - first_block
+    # the keeper's own liquidations of the other accounts are "ours"
+    assert doc["summary"]["classes"]["ours"] >= 1
+
+
+RIVAL = "0x000000000000000000000000000000000000c0DE"
+
+
+async def _race(chain, keeper) -> tuple[str, int]:
+    """The keeper sends (automine off); a competitor liquidates its first account with a higher
+    tip; the block is mined; the keeper follows two more blocks. Returns (that account, the
+    block the keeper first saw it in)."""
     chain.call("evm_setAutomine", [False])
     try:
         first = await keeper.read_head()
@@ -71,24 +104,14 @@ async def test_a_competitor_landing_first_is_reported_as_raced_with_the_competit
         t = sorted(keeper.executor.tx.in_flight(), key=lambda t: t.nonce)[0]
         d = t.plan.data  # liquidateWithInventory(collateral, debt, user, ...)
         coll, debt, victim = ("0x" + d[4 + 32 * i + 12:4 + 32 * (i + 1)].hex() for i in range(3))
-        rival = "0x000000000000000000000000000000000000c0DE"
-        chain.rival_liquidates(rival, coll, debt, victim)
+        chain.rival_liquidates(RIVAL, coll, debt, victim)
         chain.call("evm_mine")  # the rival first (higher tip), the keeper's right behind it
         for _ in range(2):
             await keeper.cycle(await keeper.read_head())
             chain.call("evm_mine")
     finally:
         chain.call("evm_setAutomine", [True])
-    keeper.store.flush()
-    doc = await report(store)
-    raced = [m for m in doc["misses"] if m["klass"] == "raced"]
-    assert len(raced) == 1, doc["misses"]
-    m = raced[0]
-    assert m["account"].lower() == victim.lower() and m["liquidator"].lower() == rival.lower()
-    why = m["why"]
-    assert why["competitor"].lower() == rival.lower() and why["blocks_behind"] == m["block"] - first.number
-    # the keeper's own liquidations of the other accounts are "ours"
-    assert doc["summary"]["classes"]["ours"] >= 1
+    return victim, first.number
 
 
 async def test_the_demo_leaves_a_report_of_each_action_and_the_skips(tmp_path):
