@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .missed import Tracker, classify
 from .pricing.book import SwapVenues
 from .protocols import build_adapter
-from .protocols.base import ProtocolAdapter, require_code
+from .protocols.base import ProtocolAdapter, native_price_usd_e8, require_code
 from .redact import redact_url
 from .rpc import Rpc, parse_int
 from .types import ChainLiquidation, Head, Outcome
@@ -227,11 +227,7 @@ class Keeper:
                 return None
             answer, decimals = AGG.fn("latestAnswer").decode_one(ans), AGG.fn("decimals").decode_one(dec)
             return answer * 10**8 // 10**decimals if answer > 0 else None
-        for a in self.adapters.values():
-            p = a.native_price_usd_e8()
-            if p:
-                return p
-        return None
+        return native_price_usd_e8(self.adapters.values())
 
     async def gather(self, head: Head) -> list[Any]:
         """Sync and refresh every adapter, all at once; a failing one is logged and skipped."""
@@ -313,13 +309,13 @@ class Keeper:
             for o in opps:
                 lg.warning("skipped", protocol=o.protocol, account=o.account, reason="no_native_price")
             return []
-        gas_price = head.next_base_fee_wei + self.cfg.keeper.priority_fee_wei
+        gas_price = self.executor.fees(head)[0]
         ranked = strategy.rank(opps, gas_price, native)
         inventory = self.inventory()
         impact = None
         if self.cfg.keeper.sizing == "profit" and any(p.opp.routes for p in ranked):
-            book = await self.swaps.book(head.number)  # the one every adapter priced with (memoized)
-            impact = strategy.Impact(book.copy(), self._resize, gas_price, native)
+            # the state every adapter priced with (memoized per block; a private copy to apply to)
+            impact = strategy.Impact(await self.swaps.book(head.number), self._resize, gas_price, native)
         chosen, skipped = strategy.select(ranked, self.cfg.keeper.min_profit_usd_e8, self.executor.in_flight, inventory,
                                           impact)
         for p in ranked:

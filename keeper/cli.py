@@ -333,7 +333,7 @@ async def _scan(args: argparse.Namespace) -> int:
         for a in keeper.adapters.values():
             rows.extend(a.positions())
         rows.sort(key=lambda r: r["health_factor"])
-        ranked = strategy.rank(opps, head.base_fee_wei + cfg.keeper.priority_fee_wei, native or 0)
+        ranked = strategy.rank(opps, keeper.executor.fees(head)[0], native or 0)  # as run prices them
         best = route_choice(ranked, cfg.keeper.min_profit_usd_e8, keeper.inventory())
         out = []
         for r in rows[: args.limit] if args.limit > 0 else rows:

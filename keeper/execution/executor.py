@@ -20,7 +20,7 @@ from .. import abi, strategy
 from ..config import Config
 from ..errors import BadResponseError, RpcError, TransientError
 from ..rpc import Rpc, parse_int
-from ..protocols.base import ProtocolAdapter
+from ..protocols.base import ProtocolAdapter, native_price_usd_e8
 from ..types import Head, Outcome, Priced, TxPlan
 from .journal import Journal
 from .simulate import MeasuredSim, Simulator, simulate
@@ -64,6 +64,7 @@ class Executor:
         self.on_sent: Callable[[Head, str, str, str, int], None] | None = None
         self.head: Head | None = None  # the head of the batch or block being handled
         self.metrics: Any = None  # keeper.metrics.Metrics (set by the app)
+        self.last_native_usd_e8: int | None = None  # the native price the last batch was priced with
 
     @property
     def in_flight(self) -> set[str]:
@@ -74,6 +75,7 @@ class Executor:
         """Handle the chosen opportunities in ranking order (set-up, simulation, send, a short
         receipt wait) in one task. background: return at once and let the task run beside the
         loop (the daemon); otherwise wait for it (tests, --once)."""
+        self.last_native_usd_e8 = native_usd_e8
         outs: list[Outcome] = []
         batch: list[Priced] = []
         for p in chosen:
@@ -137,7 +139,9 @@ class Executor:
         return min(head.next_base_fee_wei + prio, max_fee), max_fee, prio
 
     def native_usd_e8(self) -> int | None:
-        return next((p for p in (a.native_price_usd_e8() for a in self.adapters.values()) if p), None)
+        """The native price the adapters read, else the one the last batch was priced with
+        (e.g. from chain.native_usd_feed)."""
+        return native_price_usd_e8(self.adapters.values()) or self.last_native_usd_e8
 
     def realized_profit_usd_e8(self, out: Outcome) -> int | None:
         """What a confirmed action really earned after gas, in USD e8: the adapter's reading

@@ -72,6 +72,15 @@ async def require_code(rpc: Rpc, address: str, where: str, hint: str = "") -> No
         raise ConfigError(f"{where}: no contract at {address} on this chain{f' ({hint})' if hint else ''}")
 
 
+def native_price_usd_e8(adapters: Any) -> int | None:
+    """The native token's USD price (e8) from the first adapter that prices it, if any."""
+    for a in adapters:
+        p = a.native_price_usd_e8()
+        if p:
+            return p
+    return None
+
+
 class ProtocolAdapter(Protocol):
     """What the app, the executor, the CLI and the status page use of an adapter: every
     adapter implements it (BaseAdapter gives the defaults)."""
