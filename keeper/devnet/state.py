@@ -26,7 +26,8 @@ _DEVNET_DIR = Path(__file__).resolve().parent
 def state_key(n_borrowers: int) -> str:
     """sha256 over the devnet sources, contracts/*.sol, package-lock.json and n_borrowers."""
     h = hashlib.sha256()
-    files = sorted(_DEVNET_DIR.glob("*.py")) + [REPO_ROOT / "keeper" / "solidity.py"]
+    # anvil.py only runs the process (its flags do not change the chain state it builds)
+    files = sorted(f for f in _DEVNET_DIR.glob("*.py") if f.name != "anvil.py") + [REPO_ROOT / "keeper" / "solidity.py"]
     files += sorted(CONTRACTS_DIR.rglob("*.sol"))
     lock = REPO_ROOT / "package-lock.json"
     if lock.is_file():
