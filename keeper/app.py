@@ -22,6 +22,8 @@ from .execution.executor import DryRunExecutor, Executor, LiveExecutor
 from .multicall import Call, Multicall
 from .heads import HeadWatcher
 from .metrics import Metrics
+from .oracles import FeedMap, PendingTx, decode_updates
+from .sources.pending import PendingWatcher
 from .missed import Tracker, classify
 from .pricing.book import SwapVenues
 from .protocols import build_adapter
@@ -84,6 +86,10 @@ class Keeper:
         self.head: Head | None = None
         self.stop_event = asyncio.Event()
         self.cycles = 0
+        self.feeds = FeedMap()  # price feeds the adapters read -> the contracts their updates call
+        self.pending: PendingWatcher | None = None  # pending oracle updates (started by run())
+        self._react_task: asyncio.Task[None] | None = None
+        self.reactions = 0  # pending oracle updates acted on
         self._hashes: dict[int, str] = {}  # recent block number -> hash, to see reorgs
         self._canonical: dict[int, str] = {}  # the node's hash now at the last head's height
 
@@ -340,6 +346,78 @@ class Keeper:
         self.last_cycle_at = time.monotonic()
         return tracked + outs
 
+    # -- same-block reaction to pending oracle updates -----------------------------------
+    async def _watch_pending(self) -> None:
+        """Map every feed the adapters read to the contract its updates call (a Chainlink
+        proxy's aggregator(), else the feed itself), then follow pending transactions to them."""
+        sources = sorted({s for a in self.adapters.values() for s in a.oracle_sources()})
+        if not sources:
+            return
+        f = AGG.fn("aggregator") if "aggregator" in AGG.functions else abi.Function("aggregator", [], ["address"])
+        res = await self.mc.run([Call(src, f.encode()) for src in sources])
+        for src, (ok, data) in zip(sources, res):
+            agg = abi.to_checksum(data[12:32]) if ok and len(data) == 32 and int.from_bytes(data, "big") else None
+            self.feeds.add(src, agg)
+        self.pending = PendingWatcher(self.rpc, self.log, targets=self.feeds.targets,
+                                      poll_interval_s=self.cfg.chain.pending_poll_interval_s)
+        await self.pending.start()
+        self._react_task = asyncio.create_task(self._react_loop(), name="oracle-reactions")
+        self.log.info("pending_watch", feeds=len(self.feeds), mode=self.pending.mode)
+
+    async def _react_loop(self) -> None:
+        assert self.pending is not None
+        while True:
+            tx = await self.pending.queue.get()
+            try:
+                await self.react(tx)
+            except asyncio.CancelledError:
+                raise
+            except (TransientError, RpcError, BadResponseError) as e:
+                self.log.warning("reaction_error", tx=tx.hash, error=str(e))
+            except Exception as e:  # never let one update stop the reactions
+                self.log.error("reaction_error", tx=tx.hash, error=f"{e.__class__.__name__}: {e}", exc_info=True)
+
+    async def react(self, tx: PendingTx) -> list[Outcome]:
+        """A pending transaction that updates feeds the adapters read: each adapter re-prices
+        the accounts exposed to them at the pending answers; what becomes liquidatable is
+        ranked and sent to land right behind the update, in its block."""
+        head = self.head
+        if head is None or self.executor is None or self.stop_event.is_set() or tx.block_number is not None:
+            return []
+        answers: dict[str, int] = {}
+        for target, answer in decode_updates(tx.to, tx.input):
+            for src in self.feeds.lookup(target):
+                answers[src] = answer
+        if not answers:
+            return []
+        self.log.info("oracle_update_pending", tx=tx.hash, feeds=sorted(answers), answers=sorted(set(answers.values())),
+                      block=head.number)
+        opps: list[Any] = []
+        for name, a in self.adapters.items():
+            try:
+                opps += await a.react(head, answers, tx)
+            except (TransientError, RpcError, BadResponseError) as e:
+                self.log.warning("protocol_error", protocol=name, error=str(e), during="reaction")
+            except Exception as e:  # one adapter's bug must not stop the others
+                self.log.error("protocol_error", protocol=name, error=f"{e.__class__.__name__}: {e}",
+                               during="reaction", exc_info=True)
+        native = self.executor.native_usd_e8()
+        if not opps or not native:
+            return []
+        gas_price = self.executor.fees(head)[0]
+        ranked = strategy.rank(opps, gas_price, native)
+        chosen, skipped = strategy.select(ranked, self.cfg.keeper.min_profit_usd_e8, self.executor.in_flight,
+                                          self.inventory(), None)
+        for p, reason in skipped:
+            self.log.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason, behind=tx.hash)
+        for p in chosen:
+            self.tracker.chose(p.opp.protocol, p.opp.account, head.number)
+        self.reactions += 1
+        outs = await self.executor.execute_all(chosen, head, native, background=True)
+        self.metrics.stage("reaction", time.monotonic() - tx.seen_at)
+        self._note_outcomes(head, outs)
+        return outs
+
     def _on_sent(self, head: Head, protocol: str, account: str, tx_hash: str, net: int) -> None:
         self.tracker.sent(protocol, account, head.number, tx_hash)
         self._decided(head, protocol, account, "sent", "", net)
@@ -449,6 +527,11 @@ class Keeper:
         poll = self.cfg.chain.poll_interval_s
         backoff = poll
         last: tuple[int, str] | None = None
+        if self.cfg.chain.watch_pending and self.pending is None:
+            try:
+                await self._unless_stopped(self._watch_pending())
+            except (TransientError, RpcError, BadResponseError) as e:
+                self.log.warning("pending_unavailable", error=str(e), hint="the keeper reacts per block")
         outage_since: float | None = None
         errors = 0
         while not self.stop_event.is_set():
@@ -527,6 +610,11 @@ class Keeper:
             self.executor.halt()
 
     async def close(self) -> None:
+        if self._react_task is not None:
+            self._react_task.cancel()
+            await asyncio.gather(self._react_task, return_exceptions=True)
+        if self.pending is not None:
+            await self.pending.close()
         await self.heads.close()
         if self.server is not None:
             await self.server.stop()

@@ -387,6 +387,10 @@ class ChainConfig:
     max_batch_calls: int = 50
     max_request_bytes: int = 1_048_576
     max_concurrent_requests: int = 4
+    # oracle updates seen while pending (keeper/sources/pending.py) are acted on in their own
+    # block; a node without pending filters is logged once and the keeper reacts per block
+    watch_pending: bool = True
+    pending_poll_interval_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -657,6 +661,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
         max_batch_calls=ch.get("max_batch_calls", integer(1, 10_000), 50),
         max_request_bytes=ch.get("max_request_bytes", integer(4096, 256 * 1_048_576), 1_048_576),
         max_concurrent_requests=ch.get("max_concurrent_requests", integer(1, 16), 4),  # 16: the connection pool
+        watch_pending=ch.get("watch_pending", boolean, True),
+        pending_poll_interval_s=ch.get("pending_poll_interval_s", seconds(60), 0.05),
     )
     ch.done()
 

@@ -6,7 +6,8 @@ The names are fixed (dashboards are written against them):
   keeper_head_block                      gauge      the last head a cycle ran on
   keeper_head_lag_seconds                gauge      wall clock - that head's timestamp, computed at scrape time
   keeper_cycle_seconds                   histogram  one cycle, head seen -> cycle returned
-  keeper_stage_seconds{stage}            histogram  head seen -> opportunity | simulated | sent | included
+  keeper_stage_seconds{stage}            histogram  head seen -> opportunity | simulated | sent | included;
+                                                    pending oracle update seen -> reaction (its sends handed over)
   keeper_opportunities_total{protocol}   counter    opportunities found
   keeper_sends_total{protocol,outcome}   counter    executor outcomes (Outcome.status: confirmed | failed | skipped | dry_run)
   keeper_gas_spent_eth_total             counter    gas paid by mined sends, in ETH (native units)
@@ -37,7 +38,8 @@ from typing import Any, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-STAGES = ("opportunity", "simulated", "sent", "included")
+# from the head (or, for "reaction", the pending oracle update) being seen to each stage
+STAGES = ("opportunity", "simulated", "sent", "included", "reaction")
 MISS_CLASSES = ("ours", "raced", "filtered", "unseen")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

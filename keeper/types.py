@@ -46,6 +46,7 @@ class TxPlan:
     approvals: tuple[Approval, ...] = ()  # ERC20 allowances the live executor makes sure of first
     prerequisites: tuple["TxPlan", ...] = ()  # one-time set-up calls (e.g. vat.hope) sent first, once
     description: str = ""
+    sender: str | None = None  # simulated as sent by this address (someone else's pending transaction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,9 @@ class Opportunity:
     # the swaps the plan executes (keeper.pricing.book.Route), in order: applied to the shared
     # pool book so the opportunities ranked after this one are priced after its market impact
     routes: tuple[Any, ...] = ()
+    # the pending transaction (keeper.oracles.PendingTx) this action must land right behind, in
+    # the same block: an oracle update that makes the account liquidatable. None: any block
+    behind: Any = None
 
     @property
     def key(self) -> str:

@@ -203,6 +203,9 @@ class Executor:
         tokens = adapter.measure_tokens(p.opp) if adapter is not None else ()
         try:
             pre, block = await self._sim_context(p, earlier or [])
+            if p.opp.behind is not None:  # the pending oracle update it must follow, first in the block
+                t = p.opp.behind
+                pre = (TxPlan(to=t.to, data=t.input, value=t.value, gas_limit=t.gas, sender=t.sender),) + pre
             sim = await self.simulator.run(p.opp.plan, self.address, tokens, pre=pre, block=block)
         except (RpcError, TransientError, BadResponseError) as e:  # the node could not simulate: no send
             return self._skip(p, "simulation_failed", error=str(e))
@@ -425,7 +428,8 @@ class LiveExecutor(Executor):
             try:
                 t = await self.tx.send(p.opp.plan, gas, head, key=p.opp.key,
                                        expected_profit_usd_e8=repriced.net_profit_usd_e8,
-                                       profit_cap_wei=self._profit_cap_wei(repriced, native_usd_e8))
+                                       profit_cap_wei=self._profit_cap_wei(repriced, native_usd_e8),
+                                       behind=p.opp.behind)
             except SendRefused as e:
                 outs.append(self._skip(repriced, e.reason, **e.detail))
                 continue
@@ -436,7 +440,7 @@ class LiveExecutor(Executor):
             self.log.info("liquidation_sent", protocol=p.opp.protocol, account=p.opp.account, tx=t.latest_hash,
                           nonce=t.nonce, gas_limit=gas, max_fee_gwei=t.max_fee / 1e9, priority_fee_gwei=t.prio / 1e9,
                           expected_profit_usd=repriced.net_profit_usd_e8 / 1e8, broadcaster=self.tx.broadcaster.name,
-                          uncertain=t.uncertain, **detail)
+                          uncertain=t.uncertain, **({"behind": p.opp.behind.hash} if p.opp.behind else {}), **detail)
             self._sent[t.id] = (repriced, sim)
             self._sent_seen_at[t.id] = head.seen_at
             self._stage("sent", head)

@@ -308,13 +308,16 @@ class RelayBroadcaster:
         self.submissions.pop(tx_hash, None)
         self._nonce_of.pop(tx_hash, None)
 
-    async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None:
+    async def broadcast(self, raw: bytes, tx_hash: str, head: Head, behind: bytes | None = None) -> None:
         """Record, then post to every relay for each of the next target_blocks blocks at once.
         Raises TransientError when no relay accepted; the submission is kept all the same and
-        on_block sends it again on the next block."""
+        on_block sends it again on the next block. behind: a signed pending transaction this
+        one must follow (an oracle update): the bundle is [behind, raw] for the next block
+        (re-targeted later, it goes alone: by then the update is mined or gone)."""
         first, last = head.number + 1, head.number + self.target_blocks
         self._record(tx_hash, raw, last)
-        acc = (await self._round([(tx_hash, [raw], b) for b in range(first, last + 1)]))[tx_hash]
+        acc = (await self._round([(tx_hash, [behind, raw] if behind and b == first else [raw], b)
+                                  for b in range(first, last + 1)]))[tx_hash]
         if not acc:
             self._not_accepted(tx_hash, raw, head, f"{first}-{last}")
             raise TransientError(f"no relay accepted the bundle for blocks {first}-{last} "

@@ -33,7 +33,7 @@ def decode_revert(err: RpcError) -> str:
 
 
 def tx_fields(plan: TxPlan, sender: str) -> dict[str, Any]:
-    tx: dict[str, Any] = {"from": sender, "to": plan.to, "data": "0x" + plan.data.hex(), "gas": hex(plan.gas_limit)}
+    tx: dict[str, Any] = {"from": plan.sender or sender, "to": plan.to, "data": "0x" + plan.data.hex(), "gas": hex(plan.gas_limit)}
     if plan.value:
         tx["value"] = hex(plan.value)
     return tx

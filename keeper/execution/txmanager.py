@@ -60,7 +60,7 @@ class Broadcaster(Protocol):
     name: str
     public_pool: bool  # does the node the keeper reads see its transactions (public mempool)?
 
-    async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None: ...
+    async def broadcast(self, raw: bytes, tx_hash: str, head: Head, behind: bytes | None = None) -> None: ...
 
     async def on_block(self, head: Head, pending_hashes: set[str]) -> None:
         """Per block, with the hashes still pending: re-send what needs it. Never raises."""
@@ -75,7 +75,8 @@ class PublicMempool:
     def __init__(self, rpc: Rpc):
         self.rpc = rpc
 
-    async def broadcast(self, raw: bytes, tx_hash: str, head: Head) -> None:
+    async def broadcast(self, raw: bytes, tx_hash: str, head: Head, behind: bytes | None = None) -> None:
+        # behind: the public mempool orders by fees alone (the sender set them for that)
         await self.rpc.send_raw_transaction("0x" + raw.hex())  # "already known" counts as accepted
 
     async def on_block(self, head: Head, pending_hashes: set[str]) -> None:
@@ -288,14 +289,24 @@ class TxManager:
         return raw, "0x" + keccak(raw).hex()
 
     async def send(self, plan: TxPlan, gas: int, head: Head, key: str, expected_profit_usd_e8: int = 0,
-                   profit_cap_wei: int | None = None) -> Tracked:
+                   profit_cap_wei: int | None = None, behind: Any = None) -> Tracked:
         """Sign, journal and broadcast a new transaction on the next nonce.
+
+        behind: a pending transaction (keeper.oracles.PendingTx) this one must land right
+        after, in the same block. Its fees are set not to outbid it: the same fee cap (nodes
+        like anvil order by fee cap, then arrival) and a tip no higher than its (builders order
+        by tip); a relay gets the bundle [that transaction, this one].
 
         Returns the tracked transaction once the node has it or might have it (then
         `uncertain` is set and per-block tracking takes over). Raises SendRefused before
         signing, or RpcError when the node explicitly refused it (the intent is dropped)."""
         async with self.lock:
             max_fee, prio = self.fees(head, gas, profit_cap_wei)
+            if behind is not None:
+                from ..oracles import effective_tip
+
+                max_fee = min(behind.fee_cap, self._fee_cap(gas, profit_cap_wei))
+                prio = max(0, min(prio, effective_tip(behind, head.next_base_fee_wei), max_fee))
             if head.base_fee_wei + prio > max_fee:
                 raise SendRefused("fee_cap", base_fee_gwei=head.base_fee_wei / 1e9, max_fee_gwei=max_fee / 1e9)
             self.check_limits(gas, max_fee)
@@ -317,7 +328,8 @@ class TxManager:
             self.nonce = tr.nonce + 1
             for attempt in range(3):
                 try:
-                    await self._broadcast(tr, plan, gas, max_fee, prio, head, "send")
+                    await self._broadcast(tr, plan, gas, max_fee, prio, head, "send",
+                                          behind=behind.raw if behind is not None else None)
                     return tr
                 except JournalWriteError as e:
                     if tr.hashes:  # an earlier version may be out there: keep tracking it
@@ -356,7 +368,7 @@ class TxManager:
             raise AssertionError("unreachable")
 
     async def _broadcast(self, tr: Tracked, plan: TxPlan, gas: int, max_fee: int, prio: int, head: Head,
-                         kind: str) -> str:
+                         kind: str, behind: bytes | None = None) -> str:
         """Sign, journal, broadcast. RpcError: the node refused this transaction. Any other
         failure is logged as uncertain and swallowed: the transaction may be out there."""
         raw, tx_hash = self._sign(plan, tr.nonce, gas, max_fee, prio)
@@ -365,12 +377,13 @@ class TxManager:
         tr.hashes.append(tx_hash)
         tr.raws[tx_hash] = raw
         tr.gas, tr.max_fee, tr.prio = gas, max_fee, prio
-        await self._post(tr, raw, tx_hash, head)
+        await self._post(tr, raw, tx_hash, head, behind)
         return tx_hash
 
-    async def _post(self, tr: Tracked, raw: bytes, tx_hash: str, head: Head) -> None:
+    async def _post(self, tr: Tracked, raw: bytes, tx_hash: str, head: Head, behind: bytes | None = None) -> None:
         try:
-            await asyncio.wait_for(self.broadcaster.broadcast(raw, tx_hash, head), self.broadcast_timeout_s)
+            await asyncio.wait_for(self.broadcaster.broadcast(raw, tx_hash, head, behind=behind),
+                                   self.broadcast_timeout_s)
             tr.uncertain = False
         except RpcError:
             raise

@@ -108,6 +108,8 @@ class ProtocolAdapter(Protocol):
     def positions(self) -> list[dict[str, Any]]: ...
     def drain_liquidations(self) -> list[ChainLiquidation]: ...
     def liquidator_addresses(self) -> set[str]: ...
+    def oracle_sources(self) -> set[str]: ...
+    async def react(self, head: Head, answers: dict[str, int], trigger: Any) -> list[Opportunity]: ...
 
 
 class BaseAdapter:
@@ -174,6 +176,17 @@ class BaseAdapter:
     def liquidator_addresses(self) -> set[str]:
         """The keeper's own contracts that act in this protocol (lowercase)."""
         return set()
+
+    def oracle_sources(self) -> set[str]:
+        """The price feeds this adapter reads (addresses): a pending transaction updating one
+        of them is handed to react()."""
+        return set()
+
+    async def react(self, head: Head, answers: dict[str, int], trigger: Any) -> list[Opportunity]:
+        """The actions a pending oracle update opens (answers: feed address, lowercase ->
+        the answer it sets), each carrying `behind=trigger` so it lands right after it.
+        Adapters that keep health locally override it."""
+        return []
 
     def realized_gross_usd_e8(self, opp: Opportunity, realized: dict[str, Any]) -> int | None:
         """What a confirmed action really paid before gas, in USD e8, from the amounts

@@ -19,6 +19,8 @@ refresh and positions.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from typing import Any
 
 from ... import abi
@@ -26,14 +28,21 @@ from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...types import ChainLiquidation, Head, Opportunity
 from ..base import BaseAdapter, Skip, log_chunks, require_code
-from . import math as am
+from . import chainstate, local, math as am
 from .actions import Actions
-from .calls import (BORROW_TOPIC, EV_LIQUIDATION, F_ACCOUNT, F_BALANCE, F_BASE_UNIT, F_CONFIGURATION, F_DECIMALS,
+from .calls import (BORROW_TOPIC, EV_BALANCE_TRANSFER, EV_LIQUIDATION, POSITION_TOPICS, F_ACCOUNT, F_BALANCE, F_BASE_UNIT, F_CONFIGURATION, F_DECIMALS,
                     F_EMODE, F_FLASH_PREMIUM, F_INCOME, F_PRICE, F_RESERVE_DATA, F_RESERVES, F_ROUND, F_SCALED,
                     F_SOURCE, F_SYMBOL, F_USER_CONFIG, F_USER_EMODE, PROVIDER, _decode_symbol, read_price)
 from .config import AaveV3Config, parse_config
 from .model import AccountHealth, Candidate, Reserve, _unpriced
 from .views import Views
+
+CONFIRM_BELOW_WAD = 1_010_000_000_000_000_000  # local health below 1.01: confirmed on chain before acting
+
+
+async def _none() -> Any:
+    return None
+
 
 __all__ = ["Adapter", "AaveV3Config", "parse_config", "Reserve", "read_price"]
 
@@ -58,6 +67,19 @@ class Adapter(Actions, Views, BaseAdapter):
         self._candidates: dict[tuple[str, str], tuple[int, Candidate]] = {}
         # accounts whose getUserAccountData failed in the last refresh -> (reason, detail)
         self.unreadable: dict[str, tuple[str, dict[str, Any]]] = {}
+        # the local health model (health = "local"): positions kept from events
+        self.dirty: set[str] = set()  # tracked accounts an event touched since they were read
+        self._a_tokens: set[str] = set()  # lowercase aToken addresses (their BalanceTransfer)
+        self.model: dict[str, local.AccountState] = {}
+        self.rstates: dict[int, local.ReserveState] = {}
+        self.emode_cats: dict[int, local.EModeCategory] = {}
+        self.exposed: dict[int, set[str]] = {}  # reserve id -> accounts whose health depends on it
+        self.near: set[str] = set()  # accounts below near_health_factor: recomputed every block
+        self.checked_at: int | None = None  # the last full check against getUserAccountData
+        self.disagreements = 0  # local health that differed from the chain's (logged each time)
+        self.recomputed = 0  # accounts whose health the last refresh computed again
+        self._seen_prices: dict[int, tuple[int, int]] = {}  # reserve id -> (price, configuration) last used
+        self._emode_prices: dict[int, int] = {}  # eMode category -> its price source's price, this block
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,28 +140,48 @@ class Adapter(Actions, Views, BaseAdapter):
                 configuration=d[0][0],
             ))
         self.reserves = reserves
+        self._a_tokens = {r.a_token.lower() for r in reserves}
 
     # -- discovery --------------------------------------------------------------------
     async def sync(self, head: Head) -> int:
-        """Read Borrow and LiquidationCall events from the last synced block to head, in
-        chunks (one eth_getLogs per chunk). Borrowers become tracked accounts; liquidations
-        after the keeper started are kept for drain_liquidations(). Returns new accounts."""
+        """Read the pool's position events (and the aTokens' BalanceTransfer) from the last
+        synced block to head, in chunks (one eth_getLogs per chunk). Borrowers become tracked
+        accounts; every tracked account an event touches is marked to be read again (the
+        local health model); liquidations after the keeper started are kept for
+        drain_liquidations(). Returns new accounts."""
         before = len(self.accounts)
         if self.live_from is None:
             self.live_from = head.number  # liquidations before the keeper ran are history
-        async for last, logs in log_chunks(self.rpc, self.pool, [[BORROW_TOPIC, EV_LIQUIDATION.topic0]],
+        addresses = [self.pool] + [r.a_token for r in self.reserves]
+        async for last, logs in log_chunks(self.rpc, addresses, [list(POSITION_TOPICS)],
                                            self.synced_to + 1, head.number, self.chunk_blocks, self.log,
                                            what=f"{self.name} borrowers", found=lambda: len(self.accounts)):
             for lg in logs:
                 try:
-                    if lg["topics"][0] == BORROW_TOPIC:
-                        self.accounts.add(abi.to_checksum("0x" + lg["topics"][2][-40:]))
-                    elif int(lg["blockNumber"], 16) > self.live_from:
-                        self._chain_liquidations.append(self._chain_liquidation(lg))
+                    self._on_log(lg)
                 except (KeyError, IndexError, TypeError, ValueError):
-                    raise BadResponseError("eth_getLogs: malformed Borrow or LiquidationCall log") from None
+                    raise BadResponseError("eth_getLogs: malformed Aave position event") from None
             self.synced_to = last
         return len(self.accounts) - before
+
+    def _on_log(self, lg: dict[str, Any]) -> None:
+        topic0 = lg["topics"][0]
+        where = POSITION_TOPICS.get(topic0)
+        if where is None:
+            return
+        if topic0 == EV_BALANCE_TRANSFER.topic0:
+            if lg["address"].lower() not in self._a_tokens:
+                return
+        elif lg["address"].lower() != self.pool.lower():
+            return
+        for i in where:
+            user = abi.to_checksum("0x" + lg["topics"][i][-40:])
+            if topic0 == BORROW_TOPIC:
+                self.accounts.add(user)
+            if user in self.accounts:
+                self.dirty.add(user)
+        if topic0 == EV_LIQUIDATION.topic0 and int(lg["blockNumber"], 16) > self.live_from:
+            self._chain_liquidations.append(self._chain_liquidation(lg))
 
     def _chain_liquidation(self, lg: dict[str, Any]) -> ChainLiquidation:
         ev = EV_LIQUIDATION.decode(lg)
@@ -179,13 +221,30 @@ class Adapter(Actions, Views, BaseAdapter):
 
     async def refresh(self, head: Head) -> list[str]:
         """One batched read of prices, reserve configurations, inventory and every account's
-        health. Returns the liquidatable accounts.
+        health (getUserAccountData). Returns the liquidatable accounts. (health = "chain";
+        refresh_local() is the default.)
 
         A price that reverts or is not positive marks only its asset unavailable (one
         `price_unavailable` warning per asset per block); an account whose
         getUserAccountData fails is left out of this block and recorded in `unreadable`."""
         accounts = sorted(self.accounts)
         res = await self.mc.run(self._block_calls(accounts), head.number)
+        i = self._apply_block(res, head)
+        chain, failed = self._decode_account_data(accounts, res[i:])
+        liquidatable: list[str] = []
+        for a, h in chain.items():
+            if h.debt_base == 0:
+                self.accounts.discard(a)  # repaid: a new Borrow event brings it back
+                continue
+            if am.is_liquidatable(h.health_factor_wad, h.debt_base):
+                liquidatable.append(a)
+        self.health = {a: h for a, h in chain.items() if h.debt_base}
+        self.unreadable = await self._why_unreadable(failed, head.number) if failed else {}
+        return liquidatable
+
+    def _apply_block(self, res: list[tuple[bool, bytes]], head: Head) -> int:
+        """Prices, configurations, price ages and the keeper's inventory from the block read
+        (_block_calls); returns where the answers after them start."""
         was_unavailable = {r.asset for r in self.reserves if r.price_problem}
         for r, (ok, data) in zip(self.reserves, res):
             r.price, r.price_problem = read_price(ok, data)
@@ -212,23 +271,172 @@ class Adapter(Actions, Views, BaseAdapter):
                 inv[r.asset] = F_BALANCE.decode_one(data) if ok and len(data) == 32 else 0
                 i += 1
             self.inventory = inv
-        liquidatable: list[str] = []
-        health: dict[str, AccountHealth] = {}
+        return i
+
+    @staticmethod
+    def _decode_account_data(accounts: list[str], res: list[tuple[bool, bytes]]
+                             ) -> tuple[dict[str, AccountHealth], list[str]]:
+        """getUserAccountData answers: (account -> health, accounts whose call failed)."""
+        out: dict[str, AccountHealth] = {}
         failed: list[str] = []
-        for a, (ok, data) in zip(accounts, res[i:]):
+        for a, (ok, data) in zip(accounts, res):
             if not ok or len(data) != 192:
                 failed.append(a)  # this account only: Aave's own price read reverted, or worse
                 continue
             coll, debt, _avail, lt, _ltv, hf = F_ACCOUNT.decode(data)
-            if debt == 0:
-                self.accounts.discard(a)  # repaid: a new Borrow event brings it back
+            out[a] = AccountHealth(coll, debt, lt, hf)
+        return out, failed
+
+    # -- health kept off-chain (health = "local") -------------------------------------
+    async def refresh_local(self, head: Head) -> list[str]:
+        """Health from the local model (local.py, exact to the wei), returning the accounts
+        the chain confirms liquidatable.
+
+        One round of concurrent requests whatever the number of accounts: the block read
+        (prices, configurations, inventory, eMode prices), every reserve's state (indexes,
+        rates), and the accounts an event touched since they were read (or new ones). Health
+        is computed again only for those, for the accounts exposed to a reserve whose price
+        or configuration moved, and for the ones near the threshold (below
+        near_health_factor); the node is asked getUserAccountData only for the accounts the
+        model finds below CONFIRM_BELOW_WAD (to confirm before acting), and every
+        full_check_blocks for all of them: any difference is logged (`health_disagreement`)
+        and counted, and the account is read again."""
+        accounts = self.accounts
+        fresh_users = sorted(a for a in accounts if a in self.dirty or a not in self.model)
+        self.dirty.difference_update(fresh_users)
+        full = self.checked_at is None or head.number - self.checked_at >= self.cfg.full_check_blocks
+        cat_ids = {m.emode_category for m in self.model.values() if m.emode_category}
+        calls = self._block_calls([])
+        cat_sources = [(i, c.price_source) for i, c in sorted(self.emode_cats.items()) if c.has_price_source]
+        calls += [Call(self.oracle, F_PRICE.encode(src)) for _, src in cat_sources]
+        failed: dict[str, str] = {}
+        checked = sorted(accounts) if full else []
+        calls += [Call(self.pool, F_RESERVE_DATA.encode(r.asset)) for r in self.reserves]
+        jobs = [self.mc.run(calls, head.number),
+                chainstate.read_accounts(self.mc, self.pool, self.reserves, fresh_users, head.number, failed)
+                if fresh_users else _none(),
+                self.mc.run([Call(self.pool, F_ACCOUNT.encode(a)) for a in checked], head.number) if checked else _none()]
+        res, fresh, check_res = await asyncio.gather(*jobs)
+        i = self._apply_block(res, head)
+        emode_prices = {}
+        for (cid, _), (ok, data) in zip(cat_sources, res[i:]):
+            price, problem = read_price(ok, data)
+            if not problem:
+                emode_prices[cid] = price
+        rstates: dict[int, local.ReserveState] = {}
+        for r, (ok, data) in zip(self.reserves, res[i + len(cat_sources):]):
+            if not ok:
+                raise BadResponseError(f"getReserveData({r.asset}) failed")
+            st = chainstate.decode_reserve_data(data, r.asset)
+            rstates[st.id] = st
+        self.rstates = rstates
+        self._emode_prices = emode_prices
+        for u in failed:
+            self.dirty.add(u)  # read again next block
+        recompute: set[str] = set(fresh or ())
+        for u, st in (fresh or {}).items():
+            old = self.model.get(u)
+            if old is not None:
+                for rid in old.exposure - st.exposure:
+                    self.exposed.get(rid, set()).discard(u)
+            for rid in st.exposure:
+                self.exposed.setdefault(rid, set()).add(u)
+            self.model[u] = st
+            if st.emode_category and st.emode_category not in self.emode_cats:
+                cat_ids.add(st.emode_category)
+        new_cats = {c for c in cat_ids if c not in self.emode_cats}
+        if new_cats or full:
+            self.emode_cats.update(await chainstate.read_emode_categories(
+                self.mc, self.pool, cat_ids if full else new_cats, head.number))
+            if new_cats:
+                recompute |= {u for u, m in self.model.items() if m.emode_category in new_cats}
+        moved = [r for r in self.reserves if self._seen_prices.get(r.id) != (r.price, r.configuration)]
+        for r in moved:
+            recompute |= self.exposed.get(r.id, set())
+            self._seen_prices[r.id] = (r.price, r.configuration)
+        if full:
+            recompute = set(self.model)
+        else:
+            recompute |= self.near
+        for u in [u for u in self.model if u not in accounts]:
+            self._forget(u)
+        recompute &= set(self.model)
+        # as the chain: an oracle answering 0 values the asset at 0 (the pairs using it are
+        # skipped when sized); one that reverts makes getUserAccountData revert
+        prices = {r.id: r.price for r in self.reserves if r.price_problem in (None, "zero")}
+        unpriced = {r.id: r for r in self.reserves if r.price_problem not in (None, "zero")}
+        computed: dict[str, local.AccountData] = {}
+        unreadable: dict[str, tuple[str, dict[str, Any]]] = {}
+        for u in recompute:
+            st = self.model[u]
+            bad = [unpriced[rid] for rid in st.exposure if rid in unpriced]
+            if bad:
+                unreadable[u] = ("price_unavailable", _unpriced(bad))
                 continue
-            health[a] = AccountHealth(coll, debt, lt, hf)
-            if am.is_liquidatable(hf, debt):
-                liquidatable.append(a)
-        self.health = health
-        self.unreadable = await self._why_unreadable(failed, head.number) if failed else {}
-        return liquidatable
+            try:
+                d = local.account_data(st, rstates, prices, self.emode_cats, emode_prices, head.timestamp)
+            except KeyError:  # an eMode category or its price the model does not have
+                unreadable[u] = ("price_unavailable", {"asset": f"eMode {st.emode_category} price source",
+                                                       "problem": "unavailable"})
+                continue
+            computed[u] = d
+        self.recomputed = len(computed)
+        for u, d in computed.items():
+            if d.total_debt_base == 0:
+                self.accounts.discard(u)  # repaid: a new Borrow event brings it back
+                self._forget(u)
+                continue
+            self.health[u] = AccountHealth(d.total_collateral_base, d.total_debt_base,
+                                           d.avg_liquidation_threshold_bps, d.health_factor_wad)
+            if d.health_factor_wad < self.cfg.near_health_factor_wad:
+                self.near.add(u)
+            else:
+                self.near.discard(u)
+        for u, why in failed.items():
+            if u in self.accounts:
+                unreadable[u] = ("account_data_failed", {"call": why})
+        self.unreadable = unreadable
+        if full:
+            chain, _ = self._decode_account_data(checked, check_res)
+            self._compare(head, chain, "full_check")
+            self.checked_at = head.number
+            self.log.info("health_checked", block=head.number, accounts=len(chain), disagreements=self.disagreements)
+        else:
+            chain = {}
+        confirm = sorted(u for u, h in self.health.items()
+                         if u in computed and h.health_factor_wad < CONFIRM_BELOW_WAD and u not in chain)
+        if confirm:
+            res = await self.mc.run([Call(self.pool, F_ACCOUNT.encode(a)) for a in confirm], head.number)
+            confirmed, _ = self._decode_account_data(confirm, res)
+            self._compare(head, confirmed, "confirm")
+            chain.update(confirmed)
+        return sorted(u for u, h in chain.items() if u in self.model and am.is_liquidatable(h.health_factor_wad, h.debt_base))
+
+    def _compare(self, head: Head, chain: dict[str, AccountHealth], why: str) -> None:
+        """The chain's getUserAccountData against the model's, for the same block: a
+        difference is logged and counted, the chain's answer kept, and the account re-read."""
+        for u, h in chain.items():
+            mine = self.health.get(u)
+            if mine is None and h.debt_base == 0:
+                continue
+            if mine != h:
+                self.disagreements += 1
+                self.log.warning("health_disagreement", block=head.number, account=u, check=why,
+                                 local_hf=None if mine is None else mine.health_factor_wad,
+                                 chain_hf=h.health_factor_wad,
+                                 local_debt=None if mine is None else mine.debt_base, chain_debt=h.debt_base)
+                self.dirty.add(u)
+                if h.debt_base:
+                    self.health[u] = h
+                    self.near.add(u)
+
+    def _forget(self, u: str) -> None:
+        st = self.model.pop(u, None)
+        if st is not None:
+            for rid in st.exposure:
+                self.exposed.get(rid, set()).discard(u)
+        self.near.discard(u)
+        self.health.pop(u, None)
 
     async def _why_unreadable(self, users: list[str], block: int) -> dict[str, tuple[str, dict[str, Any]]]:
         """Why each account's getUserAccountData failed. Aave prices every reserve the account
@@ -256,44 +464,55 @@ class Adapter(Actions, Views, BaseAdapter):
         its own inventory of the debt asset, and (with a flash_liquidator) a flash loan.
         Both routes of one account share the Opportunity key: the ranking keeps the one
         that nets more after gas."""
-        liquidatable = await self.refresh(head)
+        local_health = self.cfg.health == "local"
+        liquidatable = await (self.refresh_local(head) if local_health else self.refresh(head))
         self.last_skips = [Skip(u, reason, detail) for u, (reason, detail) in self.unreadable.items()]
         self.last_candidates = {}
         self._candidates = {}
         if not liquidatable:
             self.last_opportunities = []
             return []
-        bad_prices = {r.asset: r for r in self.reserves if r.price_problem}
-        stale = {r.asset for r in self.reserves
-                 if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
-        positions = await self._positions(liquidatable, head.number)
-        candidates: list[Candidate] = []
+        positions = (self._positions_local(liquidatable, head.timestamp) if local_health
+                     else await self._positions(liquidatable, head.number))
         for user in liquidatable:
             if user not in positions:
                 self.last_skips.append(Skip(user, "account_data_failed", {"call": "getUserConfiguration"}))
+        health = {u: (self.health[u].health_factor_wad, self.health[u].debt_base) for u in positions}
+        candidates = self._candidates_for(positions, health, self.reserves, self.last_skips)
+        book = await self.swaps.book(head.number) if self.swaps is not None and candidates else None
+        self.last_opportunities = self._best(candidates, head.number, self.last_skips, book)
+        return self.last_opportunities
+
+    def _candidates_for(self, positions: dict[str, dict[str, Any]], health: dict[str, tuple[int, int]],
+                        reserves: list[Reserve], skips: list[Skip]) -> list[Candidate]:
+        """Each (account, pair, route) the rules allow, from the accounts' positions, their
+        (health factor, total debt) and the reserves as priced (no I/O)."""
+        bad_prices = {r.asset: r for r in reserves if r.price_problem}
+        stale = {r.asset for r in reserves
+                 if self.cfg.max_price_age_s and r.price_age_s is not None and r.price_age_s > self.cfg.max_price_age_s}
+        candidates: list[Candidate] = []
         for user, pos in positions.items():
             if pos.get("emode_price_problem"):
-                self.last_skips.append(Skip(user, "price_unavailable", {
+                skips.append(Skip(user, "price_unavailable", {
                     "asset": f"eMode {pos['emode_id']} price source", "problem": pos["emode_price_problem"]}))
                 continue
-            hf = self.health[user].health_factor_wad
-            total_debt = self.health[user].debt_base
-            pairs = [(c, d) for c in self.reserves for d in self.reserves
+            hf, total_debt = health[user]
+            pairs = [(c, d) for c in reserves for d in reserves
                      if pos["collateral"].get(c.asset, 0) and pos["uses_as_collateral"](c.id)
                      and c.liquidation_threshold_bps and pos["debt"].get(d.asset, 0)]
             if not pairs:
-                self.last_skips.append(Skip(user, "no_collateral_debt_pair"))
+                skips.append(Skip(user, "no_collateral_debt_pair"))
             for c, d in pairs:
                 where = {"collateral": c.symbol, "debt": d.symbol}
                 if not (c.active and d.active) or c.paused or d.paused:
-                    self.last_skips.append(Skip(user, "reserve_paused_or_inactive", where))
+                    skips.append(Skip(user, "reserve_paused_or_inactive", where))
                     continue
                 unpriced = [bad_prices[a] for a in dict.fromkeys((c.asset, d.asset)) if a in bad_prices]
                 if unpriced:
-                    self.last_skips.append(Skip(user, "price_unavailable", {**where, **_unpriced(unpriced)}))
+                    skips.append(Skip(user, "price_unavailable", {**where, **_unpriced(unpriced)}))
                     continue
                 if {c.asset, d.asset} & stale:
-                    self.last_skips.append(Skip(user, "stale_price", where))
+                    skips.append(Skip(user, "stale_price", where))
                     continue
                 bonus, c_price, d_price = self._bonus_and_prices(pos, c, d)
                 coll = am.Side(price=c_price, unit=c.unit, balance=pos["collateral"][c.asset])
@@ -303,22 +522,25 @@ class Adapter(Actions, Views, BaseAdapter):
                     inv = None if route == "flash" or self.inventory is None else self.inventory.get(d.asset, 0)
                     cap = limit if inv is None else min(limit, inv)
                     if cap <= 0:
-                        self.last_skips.append(Skip(user, "no_inventory" if inv == 0 else "dust_or_zero_size",
-                                                    {**where, "route": route}))
+                        skips.append(Skip(user, "no_inventory" if inv == 0 else "dust_or_zero_size",
+                                          {**where, "route": route}))
                         continue
                     candidates.append(Candidate(user, c, d, coll, debt, hf, total_debt, bonus, route, cap,
                                                 capped=inv is not None and inv < limit,
                                                 fee_clamp=pos["fee_clamp"].get(c.asset)))
+        return candidates
+
+    def _best(self, candidates: list[Candidate], block: int, skips: list[Skip], book: Any) -> list[Opportunity]:
+        """Each candidate sized on the block's pool book; the best pair per account and route
+        (no I/O)."""
         if not candidates:
-            self.last_opportunities = []
             return []
-        book = await self.swaps.book(head.number) if self.swaps is not None else None
         best: dict[tuple[str, str], Opportunity] = {}
         for k in candidates:
-            opp = self._size(head.number, k, book)
+            opp = self._size(block, k, book)
             where = {"collateral": k.c.symbol, "debt": k.d.symbol, "route": k.route}
             if isinstance(opp, str):
-                self.last_skips.append(Skip(k.user, opp, where))
+                skips.append(Skip(k.user, opp, where))
                 continue
             self.last_candidates.setdefault(k.user, []).append(
                 ((k.c.symbol, k.d.symbol), opp.gross_profit_usd_e8) if k.route == "inventory"
@@ -326,9 +548,53 @@ class Adapter(Actions, Views, BaseAdapter):
             cur = best.get((k.user, k.route))
             if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
                 best[(k.user, k.route)] = opp
-                self._candidates[(k.user, k.route)] = (head.number, k)
-        self.last_opportunities = list(best.values())
-        return self.last_opportunities
+                self._candidates[(k.user, k.route)] = (block, k)
+        return list(best.values())
+
+    # -- same-block reaction to a pending oracle update ---------------------------------
+    def oracle_sources(self) -> set[str]:
+        """The price sources (Chainlink-style aggregators or proxies) the AaveOracle reads."""
+        return {r.price_source for r in self.reserves if r.price_source and int(r.price_source, 16)}
+
+    async def react(self, head: Head, answers: dict[str, int], trigger: Any) -> list[Opportunity]:
+        """The liquidations a pending oracle update opens: `answers` maps price sources
+        (lowercase) to the answer the pending transaction sets. Only the accounts exposed to
+        the moved reserves are computed again (the local model, at the next block's time),
+        at the new price; the ones it makes liquidatable are sized as in a block and carry
+        the trigger, so the executor simulates them after it and sends them right behind it.
+        Needs health = "local" (the model); otherwise nothing."""
+        if self.cfg.health != "local" or not self.rstates:
+            return []
+        hit = {r.id: answers[r.price_source.lower()] for r in self.reserves
+               if r.price_source.lower() in answers and answers[r.price_source.lower()] > 0}
+        if not hit:
+            return []
+        reserves = [replace(r, price=hit[r.id], price_problem=None, price_age_s=0) if r.id in hit else r
+                    for r in self.reserves]
+        prices = {r.id: r.price for r in reserves if r.price_problem in (None, "zero")}
+        ts = head.timestamp + self.block_time_s
+        users = sorted(set().union(*(self.exposed.get(rid, set()) for rid in hit)))
+        health: dict[str, tuple[int, int]] = {}
+        for u in users:
+            st = self.model.get(u)
+            if st is None or any(rid not in prices for rid in st.exposure):
+                continue
+            try:
+                d = local.account_data(st, self.rstates, prices, self.emode_cats, self._emode_prices, ts)
+            except KeyError:
+                continue
+            if am.is_liquidatable(d.health_factor_wad, d.total_debt_base):
+                health[u] = (d.health_factor_wad, d.total_debt_base)
+        if not health:
+            return []
+        book = await self.swaps.book(head.number) if self.swaps is not None else None
+        # from here on no await: the block cycle never sees the pending price
+        positions = self._positions_local(sorted(health), ts, reserves)
+        skips: list[Skip] = []
+        found = self._best(self._candidates_for(positions, health, reserves, skips), head.number, skips, book)
+        self.log.info("oracle_update_reaction", tx=getattr(trigger, "hash", None), exposed=len(users),
+                      liquidatable=len(health), opportunities=len(found), skipped=len(skips))
+        return [replace(o, behind=trigger) for o in found]
 
     async def _positions(self, users: list[str], block: int) -> dict[str, dict[str, Any]]:
         # the reserves' liquidity indexes, then per user: configuration, eMode, and per reserve
@@ -392,4 +658,36 @@ class Adapter(Actions, Views, BaseAdapter):
                     pos["emode"] = cats[pos["emode_id"]]
                 if pos["emode_id"] in cat_problems:
                     pos["emode_price_problem"] = cat_problems[pos["emode_id"]]
+        return out
+
+    def _positions_local(self, users: list[str], ts: int, reserves: list[Reserve] | None = None
+                         ) -> dict[str, dict[str, Any]]:
+        """What _positions reads, from the local model at `ts` (no I/O): the balances are
+        the scaled balances times the reserves' indexes at ts, exactly as balanceOf."""
+        by_id = {r.id: r for r in (reserves or self.reserves)}
+        out: dict[str, dict[str, Any]] = {}
+        for u in users:
+            st = self.model.get(u)
+            if st is None:
+                continue
+            collateral, debt, clamp = {}, {}, {}
+            for rid, (coll, dbt) in local.balances(st, self.rstates, ts).items():
+                r = by_id.get(rid)
+                if r is None:
+                    continue
+                if coll:
+                    collateral[r.asset] = coll
+                    clamp[r.asset] = (st.collateral.get(rid, 0), self.rstates[rid].indexes(ts)[0])
+                if dbt:
+                    debt[r.asset] = dbt
+            pos: dict[str, Any] = {"collateral": collateral, "debt": debt, "emode_id": st.emode_category,
+                                   "fee_clamp": clamp,
+                                   "uses_as_collateral": (lambda rid, b=st.config: bool((b >> (rid * 2 + 1)) & 1))}
+            cat = self.emode_cats.get(st.emode_category) if st.emode_category else None
+            if cat is not None:
+                price = self._emode_prices.get(st.emode_category, 0) if cat.has_price_source else 0
+                pos["emode"] = (cat.liquidation_bonus, price)
+                if cat.has_price_source and not price:
+                    pos["emode_price_problem"] = "unavailable"
+            out[u] = pos
         return out

@@ -34,6 +34,25 @@ F_ROUND = AGG.fn("latestRoundData")
 EV_BORROW = POOL.event("Borrow")
 EV_LIQUIDATION = POOL.event("LiquidationCall")
 BORROW_TOPIC = EV_BORROW.topic0
+EV_BALANCE_TRANSFER = abi.Event({"name": "BalanceTransfer", "inputs": [  # AToken: scaled balances move
+    {"name": "from", "type": "address", "indexed": True}, {"name": "to", "type": "address", "indexed": True},
+    {"name": "value", "type": "uint256", "indexed": False}, {"name": "index", "type": "uint256", "indexed": False}]})
+# Pool events that change an account's position, and the topic that names the account: the
+# local health model re-reads those accounts (keeper/protocols/aave_v3/local.py)
+POSITION_TOPICS: dict[str, tuple[int, ...]] = {
+    EV_BORROW.topic0: (2,),  # onBehalfOf
+    POOL.event("Supply").topic0: (2,),  # onBehalfOf
+    POOL.event("MintUnbacked").topic0: (2,),  # onBehalfOf
+    POOL.event("Repay").topic0: (2,),
+    POOL.event("Withdraw").topic0: (2,),
+    EV_LIQUIDATION.topic0: (3,),
+    POOL.event("ReserveUsedAsCollateralEnabled").topic0: (2,),
+    POOL.event("ReserveUsedAsCollateralDisabled").topic0: (2,),
+    POOL.event("UserEModeSet").topic0: (1,),
+    POOL.event("SwapBorrowRateMode").topic0: (2,),
+    POOL.event("RebalanceStableBorrowRate").topic0: (2,),
+    EV_BALANCE_TRANSFER.topic0: (1, 2),  # from, to (emitted by the aTokens)
+}
 NATIVE_SYMBOLS = ("WETH", "ETH")
 MAX_UINT = 2**256 - 1
 HOP_GAS = 120_000  # expected gas of each swap hop after the first (simulation measures the real figure)

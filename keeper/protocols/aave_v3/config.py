@@ -25,6 +25,12 @@ class AaveV3Config:
     flash_gas_limit: int = 2_000_000
     flash_min_profit_share_bps: int = 5_000
     routes: tuple[str, ...] = ("inventory", "flash")
+    # "local": health computed off-chain from positions kept up to date by events (the node is
+    # asked only about accounts near the threshold, and every full_check_blocks about all);
+    # "chain": getUserAccountData for every account every block
+    health: str = "local"
+    near_health_factor_wad: int = 1_050_000_000_000_000_000  # recomputed every block, confirmed below 1.01
+    full_check_blocks: int = 100
     path: str = "protocols[?]"  # where this section is in the config, for error messages
 
 
@@ -48,6 +54,10 @@ def parse_config(s: Section) -> AaveV3Config:
         flash_min_profit_share_bps=int(s.get("flash_min_profit_share", decimal(minimum=0, maximum=10), Decimal("0.5"))
                                        * 10_000),
         routes=s.get("routes", subset_of("inventory", "flash"), ("inventory", "flash")),
+        health=s.get("health", one_of("local", "chain"), "local"),
+        near_health_factor_wad=int(s.get("near_health_factor", decimal(minimum=1, maximum=10), Decimal("1.05"))
+                                   * 10**18),
+        full_check_blocks=s.get("full_check_blocks", integer(1, 10**6), 100),
         path=s.path,
     )
     gas_fits(s.path, cfg.gas_estimate, "gas_estimate", cfg.gas_limit, "gas_limit")
