@@ -178,7 +178,7 @@ class Adapter(Actions, Views, BaseAdapter):
             user = abi.to_checksum("0x" + lg["topics"][i][-40:])
             if topic0 == BORROW_TOPIC:
                 self.accounts.add(user)
-            if user in self.accounts:
+            if user in self.accounts and self.cfg.health == "local":
                 self.dirty.add(user)
         if topic0 == EV_LIQUIDATION.topic0 and int(lg["blockNumber"], 16) > self.live_from:
             self._chain_liquidations.append(self._chain_liquidation(lg))
@@ -302,10 +302,13 @@ class Adapter(Actions, Views, BaseAdapter):
         full_check_blocks for all of them: any difference is logged (`health_disagreement`)
         and counted, and the account is read again."""
         accounts = self.accounts
-        fresh_users = sorted(a for a in accounts if a in self.dirty or a not in self.model)
-        self.dirty.difference_update(fresh_users)
+        # new borrowers come with their Borrow event, failed reads are marked again: the
+        # accounts to read are the marked ones (nothing per block is O(all accounts))
+        fresh_users = sorted(a for a in self.dirty if a in accounts)
+        self.dirty.clear()
         full = self.checked_at is None or head.number - self.checked_at >= self.cfg.full_check_blocks
-        cat_ids = {m.emode_category for m in self.model.values() if m.emode_category}
+        cat_ids = set(self.emode_cats) if not full else {m.emode_category for m in self.model.values()
+                                                           if m.emode_category}
         calls = self._block_calls([])
         cat_sources = [(i, c.price_source) for i, c in sorted(self.emode_cats.items()) if c.has_price_source]
         calls += [Call(self.oracle, F_PRICE.encode(src)) for _, src in cat_sources]
@@ -358,9 +361,7 @@ class Adapter(Actions, Views, BaseAdapter):
             recompute = set(self.model)
         else:
             recompute |= self.near
-        for u in [u for u in self.model if u not in accounts]:
-            self._forget(u)
-        recompute &= set(self.model)
+        recompute = {u for u in recompute if u in self.model}
         # as the chain: an oracle answering 0 values the asset at 0 (the pairs using it are
         # skipped when sized); one that reverts makes getUserAccountData revert
         prices = {r.id: r.price for r in self.reserves if r.price_problem in (None, "zero")}
@@ -403,8 +404,8 @@ class Adapter(Actions, Views, BaseAdapter):
             self.log.info("health_checked", block=head.number, accounts=len(chain), disagreements=self.disagreements)
         else:
             chain = {}
-        confirm = sorted(u for u, h in self.health.items()
-                         if u in computed and h.health_factor_wad < CONFIRM_BELOW_WAD and u not in chain)
+        confirm = sorted(u for u, d in computed.items()
+                         if d.total_debt_base and d.health_factor_wad < CONFIRM_BELOW_WAD and u not in chain)
         if confirm:
             res = await self.mc.run([Call(self.pool, F_ACCOUNT.encode(a)) for a in confirm], head.number)
             confirmed, _ = self._decode_account_data(confirm, res)
