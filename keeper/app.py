@@ -89,6 +89,7 @@ class Keeper:
         self.feeds = FeedMap()  # price feeds the adapters read -> the contracts their updates call
         self.pending: PendingWatcher | None = None  # pending oracle updates (started by run())
         self._react_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self.reactions = 0  # pending oracle updates acted on
         self._hashes: dict[int, str] = {}  # recent block number -> hash, to see reorgs
         self._canonical: dict[int, str] = {}  # the node's hash now at the last head's height
@@ -299,8 +300,11 @@ class Keeper:
         await self._note_chain(head)
         self.head = head
         self.executor.log = self.log.bind(block=head.number, mode="live" if self.executor.live else "dry_run")
-        tracked = await self.executor.on_block(head)  # receipts, reorgs, replacements, cancellations
-        opps = await self.gather(head)
+        if self.swaps is not None and self.record:  # the daemon: the book loads beside the refresh
+            self.swaps.prefetch(head.number)
+        # receipts, reorgs, replacements and cancellations of our sends, beside every adapter's
+        # sync and refresh: neither waits for the other
+        tracked, opps = await asyncio.gather(self.executor.on_block(head), self.gather(head))
         if opps:
             self.metrics.stage("opportunity", time.monotonic() - head.seen_at)
             for o in opps:
@@ -349,7 +353,14 @@ class Keeper:
     # -- same-block reaction to pending oracle updates -----------------------------------
     async def _watch_pending(self) -> None:
         """Map every feed the adapters read to the contract its updates call (a Chainlink
-        proxy's aggregator(), else the feed itself), then follow pending transactions to them."""
+        proxy's aggregator(), else the feed itself), then follow pending transactions to them.
+        A node that cannot is logged once; the keeper then reacts per block."""
+        try:
+            await self._start_pending()
+        except (TransientError, RpcError, BadResponseError) as e:
+            self.log.warning("pending_unavailable", error=str(e), hint="the keeper reacts per block")
+
+    async def _start_pending(self) -> None:
         sources = sorted({s for a in self.adapters.values() for s in a.oracle_sources()})
         if not sources:
             return
@@ -527,11 +538,8 @@ class Keeper:
         poll = self.cfg.chain.poll_interval_s
         backoff = poll
         last: tuple[int, str] | None = None
-        if self.cfg.chain.watch_pending and self.pending is None:
-            try:
-                await self._unless_stopped(self._watch_pending())
-            except (TransientError, RpcError, BadResponseError) as e:
-                self.log.warning("pending_unavailable", error=str(e), hint="the keeper reacts per block")
+        if self.cfg.chain.watch_pending and self._watch_task is None:  # beside the loop: never delays a cycle
+            self._watch_task = asyncio.create_task(self._watch_pending(), name="pending-setup")
         outage_since: float | None = None
         errors = 0
         while not self.stop_event.is_set():
@@ -610,9 +618,10 @@ class Keeper:
             self.executor.halt()
 
     async def close(self) -> None:
-        if self._react_task is not None:
-            self._react_task.cancel()
-            await asyncio.gather(self._react_task, return_exceptions=True)
+        for t in (self._watch_task, self._react_task):
+            if t is not None:
+                t.cancel()
+                await asyncio.gather(t, return_exceptions=True)
         if self.pending is not None:
             await self.pending.close()
         await self.heads.close()

@@ -402,7 +402,10 @@ async def test_a_slow_rpc_never_piles_up_cycles_and_a_stop_is_prompt(chain, make
         await asyncio.wait_for(task, 15)
         stopped_in = time.monotonic() - t0
     assert most == 1  # one cycle at a time, however slow the node
-    assert max(tasks_seen) - min(tasks_seen) <= 6  # no pile-up of tasks
+    # no pile-up of tasks: a cycle's concurrent reads (each request also a task of the
+    # in-process proxy), the pending-update watcher and the reactions beside the loop, and no
+    # more however long the node keeps being slow
+    assert max(tasks_seen) <= 32, tasks_seen
     assert stopped_in < 10
     # nothing new is signed after the stop
     assert len(logs.events("liquidation_sent")) == sent_at_stop

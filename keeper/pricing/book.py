@@ -347,6 +347,13 @@ class SwapVenues:
         book = await asyncio.shield(fut)
         return book.copy()
 
+    def prefetch(self, block: int) -> None:
+        """Start loading the book of `block` without waiting for it, so it is ready (or on its
+        way) when the first opportunity needs it; later book(block) calls share the load."""
+        if block not in self._books:
+            fut = asyncio.ensure_future(self.book(block))
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # failures: book() retries
+
     def _forget_failed(self, block: int, fut: asyncio.Future[Book]) -> None:
         if fut.cancelled() or fut.exception() is not None:  # exception() marks it retrieved
             if self._books.get(block) is fut:
