@@ -353,6 +353,15 @@ class Adapter(Actions, Views, BaseAdapter):
                 self.mc, self.pool, cat_ids if full else new_cats, head.number))
             if new_cats:
                 recompute |= {u for u, m in self.model.items() if m.emode_category in new_cats}
+            unpriced_cats = [(i, c.price_source) for i, c in sorted(self.emode_cats.items())
+                             if c.has_price_source and i not in emode_prices]
+            if unpriced_cats:  # a category first seen this block: its price source's price too
+                res = await self.mc.run([Call(self.oracle, F_PRICE.encode(src)) for _, src in unpriced_cats],
+                                        head.number)
+                for (cid, _), (ok, data) in zip(unpriced_cats, res):
+                    price, problem = read_price(ok, data)
+                    if not problem:
+                        emode_prices[cid] = price
         moved = [r for r in self.reserves if self._seen_prices.get(r.id) != (r.price, r.configuration)]
         for r in moved:
             recompute |= self.exposed.get(r.id, set())
