@@ -213,6 +213,16 @@ async def make_keeper(chain, monkeypatch, tmp_path):
         await k.close()
 
 
+@pytest.fixture
+def steady_clock(chain):
+    """Blocks 12 s apart unless a step says otherwise: a seed replays the same chain."""
+    chain.call("anvil_setBlockTimestampInterval", [12])
+    try:
+        yield
+    finally:
+        chain.call("anvil_removeBlockTimestampInterval")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_logging():
     """A test that runs the CLI configures logging globally (level, renderer); reset it so the

@@ -25,8 +25,7 @@ from keeper.protocols.aave_v3 import local
 from keeper.protocols.aave_v3.chainstate import read_accounts
 
 from .conftest import DEVNET_CONFIG
-from .test_aave_local_health import (ERC20, F_ACCOUNT, POOL, WHALE, World, open_user, random_step, set_up_market,
-                                     steady_clock)  # noqa: F401  (fixture)
+from .test_aave_local_health import ERC20, F_ACCOUNT, POOL, WHALE, World, open_user, random_step, set_up_market
 
 AAVE = "aave-v3-devnet"
 N_STEPS = 60

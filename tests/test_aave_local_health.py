@@ -380,16 +380,6 @@ async def compare_at_latest(w: World, accounts: list[str]) -> dict[str, int]:
     return seen
 
 
-@pytest.fixture
-def steady_clock(chain):
-    """Blocks 12 s apart unless a step says otherwise: a seed replays the same chain."""
-    chain.call("anvil_setBlockTimestampInterval", [12])
-    try:
-        yield
-    finally:
-        chain.call("anvil_removeBlockTimestampInterval")
-
-
 async def test_local_health_equals_get_user_account_data_through_random_histories(chain, steady_clock):
     rng = random.Random(SEED)
     started = time.monotonic()
