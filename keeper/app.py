@@ -35,7 +35,6 @@ from .types import ChainLiquidation, Head, Outcome
 T = TypeVar("T")
 AGG = abi.load("ChainlinkAggregator")
 STARTUP_ATTEMPTS = 3
-MAX_BACKOFF_S = 30.0
 
 
 def build_executor(cfg: Config, rpc: Rpc, adapters: dict[str, ProtocolAdapter], log: Any, dry_run: bool) -> Executor:
@@ -417,8 +416,12 @@ class Keeper:
             return []
         gas_price = self.executor.fees(head)[0]
         ranked = strategy.rank(opps, gas_price, native)
+        impact = None
+        if self.cfg.keeper.sizing == "profit" and self.swaps is not None and any(p.opp.routes for p in ranked):
+            # as in a block: each one sized again after the swaps of the ones ranked before it
+            impact = strategy.Impact(await self.swaps.book(head.number), self._resize, gas_price, native)
         chosen, skipped = strategy.select(ranked, self.cfg.keeper.min_profit_usd_e8, self.executor.in_flight,
-                                          self.inventory(), None)
+                                          self.inventory(), impact)
         for p, reason in skipped:
             self.log.info("skipped", protocol=p.opp.protocol, account=p.opp.account, reason=reason, behind=tx.hash)
         for p in chosen:
@@ -473,6 +476,10 @@ class Keeper:
         stop = asyncio.ensure_future(self.stop_event.wait())
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the caller was cancelled: so is what it waited for
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         finally:
             stop.cancel()
         if task.done():
@@ -533,59 +540,13 @@ class Keeper:
                       rpc=[{"url": e.get("url"), "healthy": e.get("healthy")} for e in status()] if status else None)
 
     async def run(self, once: bool = False, max_cycles: int | None = None) -> None:
-        """Follow the chain until stopped. One cycle at a time: a head that arrives while a
-        cycle runs is picked up when it ends (no pile-up); sends run beside the loop."""
-        poll = self.cfg.chain.poll_interval_s
-        backoff = poll
-        last: tuple[int, str] | None = None
-        if self.cfg.chain.watch_pending and self._watch_task is None:  # beside the loop: never delays a cycle
-            self._watch_task = asyncio.create_task(self._watch_pending(), name="pending-setup")
-        outage_since: float | None = None
-        errors = 0
-        while not self.stop_event.is_set():
-            wait = poll
-            try:
-                await self._unless_stopped(self.rpc.check_heads())  # endpoints whose head lags are taken out
-                head = await self._unless_stopped(self.read_head())
-                if head is None:
-                    break
-                if outage_since is not None:
-                    self.log.warning("rpc_recovered", outage_s=round(time.monotonic() - outage_since, 1), errors=errors)
-                    outage_since, errors = None, 0
-                self.metrics.head(head.number, head.timestamp)
-                if (head.number, head.hash) != last:
-                    started = time.monotonic()
-                    done = await self._unless_stopped(self.cycle(head, background=not once))
-                    if done is None:
-                        break
-                    last = (head.number, head.hash)
-                    self._heartbeat(head, time.monotonic() - started)
-                    self.after_cycle(head, time.monotonic() - started)
-                    if once or (max_cycles is not None and self.cycles >= max_cycles):
-                        break
-                backoff = poll
-            except (TransientError, RpcError) as e:
-                if outage_since is None:
-                    outage_since = time.monotonic()
-                errors += 1
-                self.log.warning("rpc_error", error=str(e), retry_in_s=round(backoff, 2), errors=errors)
-                self.after_cycle(None, None)  # no cycle completes in an outage: health and alerts see it
-                wait = backoff
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-                if once and backoff >= MAX_BACKOFF_S:
-                    raise
-            except ConfigError:
-                raise
-            except Exception as e:  # never a crash loop: log it, back off, carry on
-                self.log.error("cycle_error", error=f"{e.__class__.__name__}: {e}", retry_in_s=round(backoff, 2),
-                               exc_info=True)
-                wait = backoff
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-                if once:
-                    raise
-            await self._until_next_head(wait)
-        if self.executor is not None:
-            await self.executor.stop()
+        """Follow the chain until stopped: the engine's parts (keeper/engine.py) run as their
+        own tasks: heads are collected while a cycle runs, one cycle at a time takes the newest
+        (no pile-up), pending oracle updates are reacted to beside them, sends run in the
+        executor's tasks."""
+        from .engine import Engine
+
+        await Engine(self, once=once, max_cycles=max_cycles).run()
 
     async def _until_next_head(self, wait: float) -> None:
         """Sleep until the websocket announces a new head, the poll interval (or backoff) has

@@ -235,6 +235,9 @@ async def test_pending_set_answer_is_seen_before_it_is_mined(chain):
     accounts = chain.call("eth_accounts")
     before = latest_answer(chain, agg)
     new_answer = before * 7 // 10
+    # earlier tests may have impersonated the deployer (snapshots do not undo that): then anvil
+    # would send for it unsigned, and the raw bytes would not hash to the transaction
+    chain.call("anvil_stopImpersonatingAccount", [owner])
     chain.call("evm_setAutomine", [False])
     try:
         async with Rpc(chain.url) as rpc:

@@ -302,13 +302,15 @@ class TxManager:
         signing, or RpcError when the node explicitly refused it (the intent is dropped)."""
         async with self.lock:
             max_fee, prio = self.fees(head, gas, profit_cap_wei)
-            if behind is not None:
+            base = head.base_fee_wei
+            if behind is not None:  # it lands in the next block: priced at that block's base fee
                 from ..oracles import effective_tip
 
+                base = head.next_base_fee_wei
                 max_fee = min(behind.fee_cap, self._fee_cap(gas, profit_cap_wei))
-                prio = max(0, min(prio, effective_tip(behind, head.next_base_fee_wei), max_fee))
-            if head.base_fee_wei + prio > max_fee:
-                raise SendRefused("fee_cap", base_fee_gwei=head.base_fee_wei / 1e9, max_fee_gwei=max_fee / 1e9)
+                prio = max(0, min(prio, effective_tip(behind, base), max_fee - base))
+            if base + prio > max_fee:
+                raise SendRefused("fee_cap", base_fee_gwei=base / 1e9, max_fee_gwei=max_fee / 1e9)
             self.check_limits(gas, max_fee)
             if self.nonce is None:
                 await self.resync_nonce()

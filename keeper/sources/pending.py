@@ -364,10 +364,14 @@ class PendingWatcher:
         with or without its raw bytes."""
         if not self._raw_ok:
             return [None] * len(hashes)
-        try:
-            results = await self.rpc.batch([("eth_getRawTransactionByHash", [h]) for h in hashes], return_errors=True)
-        except (TransientError, RpcError) as e:
-            self.log.debug("pending_raw_failed", error=str(e)[:200])
+        for attempt in (1, 2):  # a relay bundle needs the raw bytes: one retry on a transient failure
+            try:
+                results = await self.rpc.batch([("eth_getRawTransactionByHash", [h]) for h in hashes],
+                                               return_errors=True)
+                break
+            except (TransientError, RpcError) as e:
+                self.log.debug("pending_raw_failed", error=str(e)[:200], attempt=attempt)
+        else:
             return [None] * len(hashes)
         out: list[bytes | None] = []
         for h, res in zip(hashes, results):

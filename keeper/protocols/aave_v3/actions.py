@@ -4,6 +4,7 @@ that carries it out through the keeper's liquidator contract. Pure: no I/O."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 from ... import sizing
@@ -22,7 +23,7 @@ class Actions:
     sizing: str
     base_unit: int
     flash_premium_bps: int
-    _candidates: dict[tuple[str, str], tuple[int, Candidate]]
+    _candidates: dict[tuple[str, ...], tuple[int, Candidate]]
 
     symbol: Callable[[str], str]  # Views.symbol
 
@@ -155,12 +156,16 @@ class Actions:
 
     def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
         """Sized again on `book` (the swaps ranked before it applied): no I/O."""
-        found = self._candidates.get((opp.account, opp.detail.route))
+        key = (opp.account, opp.detail.route) if opp.behind is None else \
+            (opp.account, opp.detail.route, getattr(opp.behind, "hash", "pending"))
+        found = self._candidates.get(key)
         if found is None:
             return opp
         block, k = found
         again = self._size(block, k, book)
-        return None if isinstance(again, str) else again
+        if isinstance(again, str):
+            return None
+        return again if opp.behind is None else replace(again, behind=opp.behind)
 
     def _bonus_and_prices(self, pos: dict[str, Any], c: Reserve, d: Reserve) -> tuple[int, int, int]:
         bonus, c_price, d_price = c.liquidation_bonus_bps, c.price, d.price

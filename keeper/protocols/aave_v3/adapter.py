@@ -64,7 +64,7 @@ class Adapter(Actions, Views, BaseAdapter):
         self.live_from: int | None = None  # the head at the first sync
         self._chain_liquidations: list[ChainLiquidation] = []
         # (account, route) -> (block, the pair it was sized on): what resize() sizes again
-        self._candidates: dict[tuple[str, str], tuple[int, Candidate]] = {}
+        self._candidates: dict[tuple[str, ...], tuple[int, Candidate]] = {}
         # accounts whose getUserAccountData failed in the last refresh -> (reason, detail)
         self.unreadable: dict[str, tuple[str, dict[str, Any]]] = {}
         # the local health model (health = "local"): positions kept from events
@@ -540,7 +540,8 @@ class Adapter(Actions, Views, BaseAdapter):
                                                 fee_clamp=pos["fee_clamp"].get(c.asset)))
         return candidates
 
-    def _best(self, candidates: list[Candidate], block: int, skips: list[Skip], book: Any) -> list[Opportunity]:
+    def _best(self, candidates: list[Candidate], block: int, skips: list[Skip], book: Any,
+              behind: str | None = None) -> list[Opportunity]:
         """Each candidate sized on the block's pool book; the best pair per account and route
         (no I/O)."""
         if not candidates:
@@ -558,7 +559,8 @@ class Adapter(Actions, Views, BaseAdapter):
             cur = best.get((k.user, k.route))
             if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
                 best[(k.user, k.route)] = opp
-                self._candidates[(k.user, k.route)] = (block, k)
+                # a reaction's candidates (priced at a pending answer) are kept apart from the block's
+                self._candidates[(k.user, k.route) if behind is None else (k.user, k.route, behind)] = (block, k)
         return list(best.values())
 
     # -- same-block reaction to a pending oracle update ---------------------------------
@@ -601,7 +603,8 @@ class Adapter(Actions, Views, BaseAdapter):
         # from here on no await: the block cycle never sees the pending price
         positions = self._positions_local(sorted(health), ts, reserves)
         skips: list[Skip] = []
-        found = self._best(self._candidates_for(positions, health, reserves, skips), head.number, skips, book)
+        found = self._best(self._candidates_for(positions, health, reserves, skips), head.number, skips, book,
+                           behind=getattr(trigger, "hash", "pending"))
         self.log.info("oracle_update_reaction", tx=getattr(trigger, "hash", None), exposed=len(users),
                       liquidatable=len(health), opportunities=len(found), skipped=len(skips))
         return [replace(o, behind=trigger) for o in found]
