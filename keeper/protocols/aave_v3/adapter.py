@@ -375,33 +375,42 @@ class Adapter(Actions, Views, BaseAdapter):
         # skipped when sized); one that reverts makes getUserAccountData revert
         prices = {r.id: r.price for r in self.reserves if r.price_problem in (None, "zero")}
         unpriced = {r.id: r for r in self.reserves if r.price_problem not in (None, "zero")}
-        computed: dict[str, local.AccountData] = {}
         unreadable: dict[str, tuple[str, dict[str, Any]]] = {}
-        for u in recompute:
-            st = self.model[u]
-            bad = [unpriced[rid] for rid in st.exposure if rid in unpriced]
-            if bad:
-                unreadable[u] = ("price_unavailable", _unpriced(bad))
+        computed: set[str] = set()  # this block's health
+        confirm: list[str] = []  # below CONFIRM_BELOW_WAD: asked of the node before acting
+        repaid: list[str] = []
+        near, health, model = self.near, self.health, self.model
+        near_wad, ts, cats = self.cfg.near_health_factor_wad, head.timestamp, self.emode_cats
+        account_data = local.account_data
+        # a large set is walked in the model's order (memory locality: ~2x faster at 100,000)
+        order = ((u, model[u]) for u in recompute) if len(recompute) * 4 < len(model) else \
+            ((u, st) for u, st in model.items() if u in recompute)
+        for u, st in order:
+            if unpriced and not st.exposure.isdisjoint(unpriced):
+                unreadable[u] = ("price_unavailable", _unpriced([unpriced[rid] for rid in st.exposure if rid in unpriced]))
                 continue
             try:
-                d = local.account_data(st, rstates, prices, self.emode_cats, emode_prices, head.timestamp)
+                d = account_data(st, rstates, prices, cats, emode_prices, ts)
             except KeyError:  # an eMode category or its price the model does not have
                 unreadable[u] = ("price_unavailable", {"asset": f"eMode {st.emode_category} price source",
                                                        "problem": "unavailable"})
                 continue
-            computed[u] = d
-        self.recomputed = len(computed)
-        for u, d in computed.items():
+            computed.add(u)
+            hf = d.health_factor_wad
             if d.total_debt_base == 0:
-                self.accounts.discard(u)  # repaid: a new Borrow event brings it back
-                self._forget(u)
+                repaid.append(u)
                 continue
-            self.health[u] = AccountHealth(d.total_collateral_base, d.total_debt_base,
-                                           d.avg_liquidation_threshold_bps, d.health_factor_wad)
-            if d.health_factor_wad < self.cfg.near_health_factor_wad:
-                self.near.add(u)
+            health[u] = AccountHealth(d.total_collateral_base, d.total_debt_base, d.avg_liquidation_threshold_bps, hf)
+            if hf < near_wad:
+                near.add(u)
+                if hf < CONFIRM_BELOW_WAD:
+                    confirm.append(u)
             else:
-                self.near.discard(u)
+                near.discard(u)
+        for u in repaid:
+            self.accounts.discard(u)  # repaid: a new Borrow event brings it back
+            self._forget(u)
+        self.recomputed = len(computed)
         for u, why in failed.items():
             if u in self.accounts:
                 unreadable[u] = ("account_data_failed", {"call": why})
@@ -413,8 +422,7 @@ class Adapter(Actions, Views, BaseAdapter):
             self.log.info("health_checked", block=head.number, accounts=len(chain), disagreements=self.disagreements)
         else:
             chain = {}
-        confirm = sorted(u for u, d in computed.items()
-                         if d.total_debt_base and d.health_factor_wad < CONFIRM_BELOW_WAD and u not in chain)
+        confirm = sorted(u for u in confirm if u not in chain)
         if confirm:
             res = await self.mc.run([Call(self.pool, F_ACCOUNT.encode(a)) for a in confirm], head.number)
             confirmed, _ = self._decode_account_data(confirm, res)

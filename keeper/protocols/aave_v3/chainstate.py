@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ... import abi
 from ...errors import BadResponseError
 from ...multicall import Call
-from .local import AccountState, EModeCategory, ReserveState
+from .local import NO_STABLE_DEBT, AccountState, EModeCategory, ReserveState
 
 _POOL = abi.load("AavePool")
 F_RESERVE_DATA = _POOL.fn("getReserveData")
@@ -217,5 +217,5 @@ async def read_accounts(
             stable.setdefault(u, {})[rid] = (parts[u][4][rid], int.from_bytes(rate, "big"), int.from_bytes(ts, "big"))
     for u, (config, emode, coll, var, _principal) in parts.items():
         out[u] = AccountState(config=config, emode_category=emode, collateral=coll, variable_debt=var,
-                              stable_debt=stable.get(u, {}))
+                              stable_debt=stable.get(u, NO_STABLE_DEBT))
     return out

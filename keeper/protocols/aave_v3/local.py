@@ -48,6 +48,7 @@ accounts mixed ≈ 0.28 s. balances ≈ 0.7-2.2 µs. Building an AccountState �
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
 WAD = 10**18
@@ -191,8 +192,18 @@ class AccountState:
     exposure: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "used", used_reserves(self.config))
-        object.__setattr__(self, "exposure", frozenset(i for i, _, _ in self.used))
+        shared = _BY_BITMAP.get(self.config)
+        if shared is None:  # accounts with the same bitmap share these (memory at 100,000 accounts)
+            used = used_reserves(self.config)
+            shared = (used, frozenset(i for i, _, _ in used))
+            if len(_BY_BITMAP) < 65_536:
+                _BY_BITMAP[self.config] = shared
+        object.__setattr__(self, "used", shared[0])
+        object.__setattr__(self, "exposure", shared[1])
+
+
+_BY_BITMAP: dict[int, tuple[tuple[tuple[int, bool, bool], ...], frozenset[int]]] = {}
+NO_STABLE_DEBT: Mapping[int, tuple[int, int, int]] = MappingProxyType({})  # shared: most accounts have none
 
 
 def used_reserves(config: int) -> tuple[tuple[int, bool, bool], ...]:
