@@ -17,12 +17,14 @@ import importlib
 from types import ModuleType
 from typing import Iterator
 
-EXTENSIONS = ("maker", "perps", "venues")
+EXTENSIONS = ("maker", "perps", "venues", "morpho", "aave32")
 # anvil default-mnemonic accounts reserved per extension (index: address)
 ACCOUNTS = {
     "maker": "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",  # account 5
     "perps": "0x976EA74026E726554dB657fA54763abd0C3a0aa9",  # account 6
     "venues": "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955",  # account 7
+    "morpho": "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f",  # account 8
+    "aave32": "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720",  # account 9
 }
 
 
