@@ -80,6 +80,7 @@ class Adapter(Actions, Views, BaseAdapter):
         self.recomputed = 0  # accounts whose health the last refresh computed again
         self._seen_prices: dict[int, tuple[int, int]] = {}  # reserve id -> (price, configuration) last used
         self._emode_prices: dict[int, int] = {}  # eMode category -> its price source's price, this block
+        self._block_read: tuple[int, list[tuple[int, str]], asyncio.Future[Any]] | None = None
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -152,6 +153,8 @@ class Adapter(Actions, Views, BaseAdapter):
         before = len(self.accounts)
         if self.live_from is None:
             self.live_from = head.number  # liquidations before the keeper ran are history
+        if self.cfg.health == "local" and self.reserves:  # the block read needs no log: it goes out now
+            self._prefetch(head)
         addresses = [self.pool] + [r.a_token for r in self.reserves]
         async for last, logs in log_chunks(self.rpc, addresses, [list(POSITION_TOPICS)],
                                            self.synced_to + 1, head.number, self.chunk_blocks, self.log,
@@ -309,13 +312,11 @@ class Adapter(Actions, Views, BaseAdapter):
         full = self.checked_at is None or head.number - self.checked_at >= self.cfg.full_check_blocks
         cat_ids = set(self.emode_cats) if not full else {m.emode_category for m in self.model.values()
                                                            if m.emode_category}
-        calls = self._block_calls([])
-        cat_sources = [(i, c.price_source) for i, c in sorted(self.emode_cats.items()) if c.has_price_source]
-        calls += [Call(self.oracle, F_PRICE.encode(src)) for _, src in cat_sources]
+        cat_sources, block_read = self._prefetch(head)
+        self._block_read = None
         failed: dict[str, str] = {}
         checked = sorted(accounts) if full else []
-        calls += [Call(self.pool, F_RESERVE_DATA.encode(r.asset)) for r in self.reserves]
-        jobs = [self.mc.run(calls, head.number),
+        jobs = [block_read,
                 chainstate.read_accounts(self.mc, self.pool, self.reserves, fresh_users, head.number, failed)
                 if fresh_users else _none(),
                 self.mc.run([Call(self.pool, F_ACCOUNT.encode(a)) for a in checked], head.number) if checked else _none()]
@@ -429,6 +430,20 @@ class Adapter(Actions, Views, BaseAdapter):
             self._compare(head, confirmed, "confirm")
             chain.update(confirmed)
         return sorted(u for u, h in chain.items() if u in self.model and am.is_liquidatable(h.health_factor_wad, h.debt_base))
+
+    def _prefetch(self, head: Head) -> tuple[list[tuple[int, str]], asyncio.Future[Any]]:
+        """The block read of refresh_local (prices, configurations, ages, inventory, eMode
+        prices, reserve states), started once per block: sync() starts it beside its logs."""
+        if self._block_read is not None and self._block_read[0] == head.number:
+            return self._block_read[1], self._block_read[2]
+        calls = self._block_calls([])
+        cat_sources = [(i, c.price_source) for i, c in sorted(self.emode_cats.items()) if c.has_price_source]
+        calls += [Call(self.oracle, F_PRICE.encode(src)) for _, src in cat_sources]
+        calls += [Call(self.pool, F_RESERVE_DATA.encode(r.asset)) for r in self.reserves]
+        fut = asyncio.ensure_future(self.mc.run(calls, head.number))
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved by refresh_local
+        self._block_read = (head.number, cat_sources, fut)
+        return cat_sources, fut
 
     def _compare(self, head: Head, chain: dict[str, AccountHealth], why: str) -> None:
         """The chain's getUserAccountData against the model's, for the same block: a
