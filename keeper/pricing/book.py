@@ -107,7 +107,7 @@ def _hop(state: PoolState, token_in_lower: str) -> Hop:
 class Book:
     """Every known pool's state at one block; quotes and applies exact-input swaps offline."""
 
-    __slots__ = ("block", "_states", "_by_pair", "_connectors")
+    __slots__ = ("block", "_states", "_by_pair", "_connectors", "_quotes")
 
     def __init__(self, block: int, states: Iterable[PoolState], connectors: Sequence[str] = ()):
         self.block = block
@@ -120,6 +120,9 @@ class Book:
         # which pools trade a pair never changes within a Book or its copies: shared, immutable
         self._by_pair: dict[tuple[str, str], tuple[str, ...]] = {k: tuple(v) for k, v in by_pair.items()}
         self._connectors: tuple[str, ...] = tuple(dict.fromkeys(c.lower() for c in connectors))
+        # quotes already computed on these states (a size search asks the same sizes for each
+        # route of one account); emptied when apply() changes the states
+        self._quotes: dict[tuple[str, str, int], Route | None] = {}
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class Book:
         b._states = dict(self._states)
         b._by_pair = self._by_pair
         b._connectors = self._connectors
+        b._quotes = {}
         return b
 
     # ---- quoting ---------------------------------------------------------------------------
@@ -172,6 +176,16 @@ class Book:
         price it (no pool, zero out, or a swap that would leave the ticks loaded)."""
         if amount_in <= 0:
             return None
+        key = (token_in, token_out, amount_in)
+        if key in self._quotes:
+            return self._quotes[key]
+        route = self._quote(token_in, token_out, amount_in)
+        if len(self._quotes) > 200_000:
+            self._quotes.clear()
+        self._quotes[key] = route
+        return route
+
+    def _quote(self, token_in: str, token_out: str, amount_in: int) -> Route | None:
         a, b = token_in.lower(), token_out.lower()
         if a == b:
             return Route((), amount_in, amount_in)
@@ -238,6 +252,7 @@ class Book:
         within one block). Raises ValueError if the route no longer prices the same (stale)."""
         if not route.hops:
             return
+        self._quotes = {}
         r = self._run(route.hops, route.amount_in)
         if r is None:
             raise ValueError(f"stale route: {route.describe()} no longer prices at block {self.block}")
