@@ -56,10 +56,15 @@ process.stdin.on('end', () => {
 """
 
 
-def _solc_dir() -> Path:
-    env = os.environ.get("SOLC_JS_DIR")
+# npm package names of the solc-js builds in package.json: "solc" (0.8.24, the keeper's own
+# contracts) and "solc0819" (an alias of solc@0.8.19, for Morpho Blue's `pragma solidity 0.8.19`)
+DEFAULT_SOLC = "solc"
+
+
+def _solc_dir(package: str = DEFAULT_SOLC) -> Path:
+    env = os.environ.get("SOLC_JS_DIR") if package == DEFAULT_SOLC else None
     candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT / "node_modules" / "solc")
+    candidates.append(REPO_ROOT / "node_modules" / package)
     for c in candidates:
         if (c / "package.json").is_file():
             return c
@@ -77,8 +82,8 @@ def _node_bin() -> str:
     return node
 
 
-def solc_version() -> str:
-    return json.loads((_solc_dir() / "package.json").read_text())["version"]
+def solc_version(package: str = DEFAULT_SOLC) -> str:
+    return json.loads((_solc_dir(package) / "package.json").read_text())["version"]
 
 
 def compile_sources(
@@ -88,8 +93,10 @@ def compile_sources(
     evm_version: str | None = None,
     include_paths: Iterable[Path] = (),
     use_cache: bool = True,
+    solc: str = DEFAULT_SOLC,
 ) -> dict[str, dict]:
-    """Compile ``{source_name: source_text}``.
+    """Compile ``{source_name: source_text}`` with the solc-js build in node_modules/``solc``
+    (an npm package name: "solc" or the "solc0819" alias).
 
     Returns ``{contractName: {"abi": list, "bytecode": "0x..", "deployedBytecode": "0x.."}}``.
     If two sources define the same contract name, the later source name (sorted) wins.
@@ -106,7 +113,7 @@ def compile_sources(
         "settings": settings,
     }
     input_json = json.dumps(std_input, sort_keys=True)
-    version = solc_version()
+    version = solc_version(solc)
     key = hashlib.sha256((version + "\n" + input_json).encode()).hexdigest()
     cache_file = CACHE_DIR / f"{key}.json"
     if use_cache and cache_file.is_file():
@@ -116,7 +123,7 @@ def compile_sources(
             pass  # corrupt cache entry: recompile
 
     env = dict(os.environ)
-    env["SOLC_JS_PATH"] = str(_solc_dir())
+    env["SOLC_JS_PATH"] = str(_solc_dir(solc))
     env["SOLC_INCLUDE"] = ":".join(
         [str(Path(p).resolve()) for p in include_paths] + [str(REPO_ROOT / "node_modules")]
     )

@@ -48,7 +48,7 @@ def test_good_config_parses_with_exact_units(tmp_path):
     cfg = load_config(write(tmp_path, GOOD), environ={})
     assert cfg.keeper.min_profit_usd_e8 == 250_000_000
     assert cfg.keeper.max_fee_wei == 100 * 10**9
-    assert cfg.protocols[0].rules == "v3.0"
+    assert cfg.protocols[0].rules == "auto"  # the adapter applies the detected version's rule set
 
 
 def test_environment_overrides_the_file(tmp_path):
@@ -164,7 +164,7 @@ def test_a_bom_is_not_a_mistake(tmp_path):
 @pytest.mark.parametrize("kind", ['["aave_v3"]', '{ name = "aave_v3" }', "1", '"aave_v3 "'])
 def test_protocol_kind_of_the_wrong_type_is_one_line(tmp_path, kind):
     msg = config_error(tmp_path, GOOD.replace('kind = "aave_v3"', f"kind = {kind}"))
-    assert msg.startswith("protocols[0].kind: ") and "aave_v3, maker, synthetix_perps" in msg
+    assert msg.startswith("protocols[0].kind: ") and "aave_v3, maker, morpho_blue, synthetix_perps" in msg
 
 
 @pytest.mark.parametrize("value, why", [

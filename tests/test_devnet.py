@@ -127,7 +127,7 @@ def test_addresses_match_config(devnet):
     assert cfg["chain"]["multicall3"] == dep.multicall3
     assert cfg["keeper"]["address"] == dep.keeper
     assert cfg["swap"]["quoter_v2"] == dep.uniswap_quoter_v2
-    (aave,) = [p for p in cfg["protocols"] if p["kind"] == "aave_v3"]
+    (aave,) = [p for p in cfg["protocols"] if p["name"] == "aave-v3-devnet"]  # aave-v3.2-devnet: test_aave32_market.py
     assert aave["pool_addresses_provider"] == dep.provider
 
 

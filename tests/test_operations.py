@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -125,7 +126,7 @@ async def test_the_demo_leaves_a_report_of_each_action_and_the_skips(tmp_path):
     assert len(included) == confirmed
     # each realized figure is what the demo's summary printed (the same receipts)
     printed = sorted(round(float(line.split()[-1].replace(",", "")), 2) for line in p.stdout.splitlines()
-                     if line.startswith(("aave-v3-devnet ", "maker-devnet ", "perps-devnet ")))
+                     if line.startswith(tuple(f"{p['name']} " for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"])))
     assert sorted(round(a["realized_usd_e8"] / 1e8, 2) for a in included) == printed
     assert "skips" in doc and "by_protocol" in doc
 

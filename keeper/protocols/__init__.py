@@ -19,8 +19,9 @@ def _kinds() -> dict[str, Any]:
     from .aave_v3 import adapter as aave_v3
     from .perps import adapter as synthetix_perps
     from .maker import adapter as maker
+    from .morpho_blue import adapter as morpho_blue
 
-    return {"aave_v3": aave_v3, "synthetix_perps": synthetix_perps, "maker": maker}
+    return {"aave_v3": aave_v3, "synthetix_perps": synthetix_perps, "maker": maker, "morpho_blue": morpho_blue}
 
 
 def parse_protocol(section) -> Any:

@@ -28,7 +28,7 @@ from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...types import ChainLiquidation, Head, Opportunity
 from ..base import BaseAdapter, Skip, log_chunks, require_code
-from . import chainstate, local, math as am
+from . import chainstate, local, math as am, versions
 from .actions import Actions
 from .calls import (BORROW_TOPIC, EV_BALANCE_TRANSFER, EV_LIQUIDATION, POSITION_TOPICS, F_ACCOUNT, F_BALANCE, F_BASE_UNIT, F_CONFIGURATION, F_DECIMALS,
                     F_EMODE, F_FLASH_PREMIUM, F_INCOME, F_PRICE, F_RESERVE_DATA, F_RESERVES, F_ROUND, F_SCALED,
@@ -80,6 +80,9 @@ class Adapter(Actions, Views, BaseAdapter):
         self.recomputed = 0  # accounts whose health the last refresh computed again
         self._seen_prices: dict[int, tuple[int, int]] = {}  # reserve id -> (price, configuration) last used
         self._emode_prices: dict[int, int] = {}  # eMode category -> its price source's price, this block
+        self.version: versions.AaveVersion = versions.V3_0  # detected at start (versions.py)
+        self.emode_bitmaps: dict[int, int] = {}  # v3.2+: category -> collateral bitmap, read at start
+        self._grace_ts = 0  # the timestamp the next block is expected at (grace periods end before it)
         self._block_read: tuple[int, list[tuple[int, str]], asyncio.Future[Any]] | None = None
 
     # -- start-up ---------------------------------------------------------------------
@@ -94,6 +97,7 @@ class Adapter(Actions, Views, BaseAdapter):
             raise ConfigError(f"{where}: {self.cfg.pool_addresses_provider} is not an Aave V3 PoolAddressesProvider")
         self.pool = abi.to_checksum(PROVIDER.fn("getPool").decode_one(res[0][1]))
         self.oracle = abi.to_checksum(PROVIDER.fn("getPriceOracle").decode_one(res[1][1]))
+        await self._apply_version(await versions.detect(self.mc, self.pool))
         await self.load_reserves()
         if self.cfg.flash_liquidator:
             await require_code(self.rpc, self.cfg.flash_liquidator, f"{self.cfg.path}.flash_liquidator",
@@ -106,7 +110,25 @@ class Adapter(Actions, Views, BaseAdapter):
                              "same transaction through the keeper's liquidator contract; set flash_liquidator "
                              "(keeper deploy-liquidator)")
         self.log.info("aave_ready", flash_liquidator=self.cfg.flash_liquidator, pool=self.pool, oracle=self.oracle,
-                      reserves=[r.symbol for r in self.reserves], rules=self.cfg.rules)
+                      reserves=[r.symbol for r in self.reserves], rules=self.cfg.rules, health=self.cfg.health,
+                      **{f"aave_{k}": v for k, v in self.version.describe().items()})
+
+    async def _apply_version(self, version: versions.AaveVersion) -> None:
+        """The detected version's rules: the rule set (unless the config names one), health
+        from the chain where the local model does not implement the version, and (v3.2+)
+        the eMode categories' collateral bitmaps."""
+        self.version = version
+        if self.cfg.rules == "auto":
+            self.cfg = replace(self.cfg, rules=version.rules)
+        elif self.cfg.rules != version.rules:
+            self.log.warning("aave_rules_differ", configured=self.cfg.rules, detected=version.rules,
+                             version=version.name, revision=version.revision)
+        if self.cfg.health == "local" and not version.local_model:
+            self.log.warning("aave_health_from_chain", version=version.name, revision=version.revision,
+                             reason="the local health model does not implement this Aave version")
+            self.cfg = replace(self.cfg, health="chain")
+        if version.emode == "bitmap":
+            self.emode_bitmaps = await versions.read_emode_bitmaps(self.mc, self.pool)
 
     async def load_reserves(self) -> None:
         (ok, data), (ok2, unit) = await self.mc.run([
@@ -219,6 +241,8 @@ class Adapter(Actions, Views, BaseAdapter):
             calls += [Call(r.price_source, F_ROUND.encode()) for r in self.reserves]
         if self.keeper:
             calls += [Call(r.asset, F_BALANCE.encode(self.keeper)) for r in self.reserves]
+        if self.version.grace_period:
+            calls += [Call(self.pool, versions.F_GRACE_PERIOD.encode(r.asset)) for r in self.reserves]
         calls += [Call(self.pool, F_ACCOUNT.encode(a)) for a in accounts]
         return calls
 
@@ -274,6 +298,13 @@ class Adapter(Actions, Views, BaseAdapter):
                 inv[r.asset] = F_BALANCE.decode_one(data) if ok and len(data) == 32 else 0
                 i += 1
             self.inventory = inv
+        if self.version.grace_period:
+            for r in self.reserves:
+                ok, data = res[i]
+                # unreadable: assume a grace period that has not ended (skipped, never reverted)
+                r.grace_until = int.from_bytes(data, "big") if ok and len(data) == 32 else 2**40 - 1
+                i += 1
+            self._grace_ts = head.timestamp + max(1, self.block_time_s)
         return i
 
     @staticmethod
@@ -532,6 +563,14 @@ class Adapter(Actions, Views, BaseAdapter):
                     "asset": f"eMode {pos['emode_id']} price source", "problem": pos["emode_price_problem"]}))
                 continue
             hf, total_debt = health[user]
+            bitmap = 0
+            if self.version.emode == "bitmap" and pos.get("emode_id"):
+                cat = self.emode_cats.get(pos["emode_id"])
+                bitmap = cat.collateral_bitmap if cat is not None and cat.collateral_bitmap is not None \
+                    else self.emode_bitmaps.get(pos["emode_id"])
+                if bitmap is None or not pos.get("emode"):  # never guess a bonus
+                    skips.append(Skip(user, "emode_category_unknown", {"emode": pos["emode_id"]}))
+                    continue
             pairs = [(c, d) for c in reserves for d in reserves
                      if pos["collateral"].get(c.asset, 0) and pos["uses_as_collateral"](c.id)
                      and c.liquidation_threshold_bps and pos["debt"].get(d.asset, 0)]
@@ -549,7 +588,16 @@ class Adapter(Actions, Views, BaseAdapter):
                 if {c.asset, d.asset} & stale:
                     skips.append(Skip(user, "stale_price", where))
                     continue
-                bonus, c_price, d_price = self._bonus_and_prices(pos, c, d)
+                grace = [r for r in ((c, d) if c.asset != d.asset else (c,))
+                         if r.grace_until and r.grace_until >= self._grace_ts] if self.version.grace_period else []
+                if grace:  # ValidationLogic: LIQUIDATION_GRACE_SENTINEL_CHECK_FAILED until then
+                    skips.append(Skip(user, "grace_period", {**where, "asset": ",".join(r.symbol for r in grace),
+                                                             "until": max(r.grace_until for r in grace)}))
+                    continue
+                if self.version.emode == "bitmap":
+                    bonus, c_price, d_price = versions.bonus_and_prices_bitmap(pos, c, d, bitmap)
+                else:
+                    bonus, c_price, d_price = self._bonus_and_prices(pos, c, d)
                 coll = am.Side(price=c_price, unit=c.unit, balance=pos["collateral"][c.asset])
                 debt = am.Side(price=d_price, unit=d.unit, balance=pos["debt"][d.asset])
                 limit = am.max_liquidatable_debt(self.cfg.rules, hf, debt, coll, total_debt)

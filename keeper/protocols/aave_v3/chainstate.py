@@ -20,6 +20,7 @@ F_RESERVE_DATA = _POOL.fn("getReserveData")
 F_USER_CONFIG = _POOL.fn("getUserConfiguration")
 F_USER_EMODE = _POOL.fn("getUserEMode")
 F_EMODE = _POOL.fn("getEModeCategoryData")
+F_EMODE_BITMAP = abi.Function("getEModeCategoryCollateralBitmap", ["uint8"], ["uint128"])  # v3.2+
 F_PRICE = abi.load("AaveOracle").fn("getAssetPrice")
 F_SCALED = abi.Function("scaledBalanceOf", ["address"], ["uint256"])  # AToken, VariableDebtToken
 F_PRINCIPAL = abi.Function("principalBalanceOf", ["address"], ["uint256"])  # StableDebtToken
@@ -66,16 +67,21 @@ async def read_reserve_states(mc: Any, pool: str, reserves: Sequence[Any], block
 
 
 async def read_emode_categories(mc: Any, pool: str, ids: Iterable[int], block: int | str) -> dict[int, EModeCategory]:
-    """getEModeCategoryData for each id (0 skipped: no category). A failed read is left out."""
+    """getEModeCategoryData for each id (0 skipped: no category), with the category's
+    collateral bitmap where the pool has one (v3.2+; a pool without the function reverts:
+    collateral_bitmap None). A failed read is left out."""
     ids = sorted({i for i in ids if i})
     if not ids:
         return {}
-    res = await mc.run([Call(pool, F_EMODE.encode(i)) for i in ids], block)
+    res = await mc.run([c for i in ids for c in (Call(pool, F_EMODE.encode(i)), Call(pool, F_EMODE_BITMAP.encode(i)))],
+                       block)
     out: dict[int, EModeCategory] = {}
-    for i, (ok, data) in zip(ids, res):
+    for k, i in enumerate(ids):
+        (ok, data), (ok_b, bm) = res[2 * k], res[2 * k + 1]
         if ok:
             ltv, lt, bonus, source, _label = F_EMODE.decode_one(data)
-            out[i] = EModeCategory(ltv, lt, bonus, abi.to_checksum(source))
+            bitmap = int.from_bytes(bm, "big") if ok_b and len(bm) == 32 else None
+            out[i] = EModeCategory(ltv, lt, bonus, abi.to_checksum(source), bitmap)
     return out
 
 
@@ -158,8 +164,10 @@ async def read_accounts(
                     plan.append((i, 0))
                 if pair & 1:
                     calls.append(Call(r.variable_debt, F_SCALED.encode(u)))
-                    calls.append(Call(r.stable_debt, F_PRINCIPAL.encode(u)))
-                    plan += ((i, 1), (i, 2))
+                    plan.append((i, 1))
+                    if int(r.stable_debt or "0x0", 16):  # v3.2+ has no stable debt token (address 0)
+                        calls.append(Call(r.stable_debt, F_PRINCIPAL.encode(u)))
+                        plan.append((i, 2))
             c >>= 2
             i += 1
         if unknown:

@@ -15,7 +15,7 @@ class AaveV3Config:
     name: str
     pool_addresses_provider: str
     start_block: int
-    rules: str
+    rules: str  # "auto" (the adapter replaces it with the detected version's) or one of math.RULES
     gas_estimate: int  # the inventory route (liquidation + swap back through the keeper's contract)
     gas_limit: int
     max_price_age_s: int | None
@@ -42,7 +42,8 @@ def parse_config(s: Section) -> AaveV3Config:
         name=s.get("name", label),
         pool_addresses_provider=s.get("pool_addresses_provider", address),
         start_block=s.get("start_block", block_number, 0),
-        rules=s.get("rules", one_of(*am.RULES), "v3.0"),
+        # "auto": the rule set of the Aave version the pool is (versions.py, detected at start)
+        rules=s.get("rules", one_of("auto", *am.RULES), "auto"),
         gas_estimate=s.get("gas_estimate", gas_units, 650_000),
         gas_limit=s.get("gas_limit", gas_units, 2_000_000),
         max_price_age_s=s.get("max_price_age_s", integer(1, 10**8), None),

@@ -26,7 +26,12 @@ Where later Aave versions differ (aave-v3-origin 3.5, checked at commit 00cec22)
 `sum(collateral_i * lt_i).wadDiv(debt) / 1e4` (no floor on the average first), debt is
 rounded up (rayMulCeil, mulDivCeil), collateral rounded down (rayMulFloor), availableBorrows
 uses percentMulFloor, there is no stable debt, and eMode (since 3.2) is a collateral bitmap
-of the category with no price source. This module implements 1.19.3 only.
+of the category with no price source. This module implements 1.19.3 and aave-v3-origin
+3.2.0, whose GenericLogic is 1.19.3's with two changes it follows: a reserve counts in the
+user's eMode category when its bit is set in the category's collateral bitmap
+(EModeCategory.collateral_bitmap, not None from 3.2 on), and there is no category price and
+no stable debt (the stable maps stay empty). versions.py says which pools it serves; for
+the others the adapter reads health from the chain.
 
 Times are the Solidity `block.timestamp` of the block the health is wanted for. Reserve
 states read at block N stay exact at any later ts as long as no transaction touched the
@@ -166,6 +171,9 @@ class EModeCategory:
     liquidation_threshold: int
     liquidation_bonus: int
     price_source: str  # address; the zero address: the assets' own prices
+    # v3.2+: getEModeCategoryCollateralBitmap (bit i: reserve id i counts as the category's
+    # collateral); None before v3.2, where a reserve is in the category its configuration names
+    collateral_bitmap: int | None = None
     has_price_source: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -268,9 +276,11 @@ def account_data(
         return EMPTY
     cat_id = acct.emode_category
     e_ltv = e_lt = e_price = 0
+    bitmap = None
     if cat_id:
         cat = emode_categories[cat_id]
         e_ltv, e_lt = cat.ltv, cat.liquidation_threshold
+        bitmap = cat.collateral_bitmap
         if cat.has_price_source:
             e_price = emode_prices[cat_id]
     coll_c = acct.collateral
@@ -280,7 +290,7 @@ def account_data(
     zero_ltv = False
     for rid, is_coll, is_borrow in used:
         r = reserves_by_id[rid]
-        in_cat = cat_id != 0 and r.emode_category == cat_id
+        in_cat = cat_id != 0 and (r.emode_category == cat_id if bitmap is None else (bitmap >> rid) & 1 == 1)
         price = e_price if e_price and in_cat else prices_by_id[rid]
         memo = r._memo
         if memo[0] != ts:

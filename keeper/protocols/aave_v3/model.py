@@ -22,6 +22,7 @@ class Reserve:
     price: int = 0  # oracle base currency units; 0 while the price is unavailable
     price_age_s: int | None = None
     price_problem: str | None = None  # None: price read this block; else reverted | zero | negative | bad_answer
+    grace_until: int = 0  # v3.1+: getLiquidationGracePeriod; liquidations need block.timestamp > it
 
     @property
     def unit(self) -> int:

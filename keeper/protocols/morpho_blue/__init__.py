@@ -1,0 +1,1 @@
+"""Morpho Blue: liquidate unhealthy positions with no capital through the onMorphoLiquidate callback."""
