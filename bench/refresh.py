@@ -1,7 +1,8 @@
 """Benchmark: accounts per second for a full health refresh of every tracked Aave V3 borrower.
 
 Same run, same chain, same accounts:
-  keeper    the keeper's hot path: AaveV3 adapter refresh() = getUserAccountData for every
+  keeper    the keeper's full read from the node (health = "chain" every block; the local
+            model's check every full_check_blocks): AaveV3 adapter refresh() = getUserAccountData for every
             account (plus prices, reserve configs, inventory) in Multicall3 aggregate3 chunks
             sent as JSON-RPC batches over aiohttp (the default chain.max_batch_calls,
             max_request_bytes and max_concurrent_requests: config/devnet.toml sets none);
