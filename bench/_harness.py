@@ -24,6 +24,7 @@ import math
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import aiohttp
@@ -372,3 +373,39 @@ class HeadClock:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+class LogTail:
+    """The keeper's JSON log lines, read incrementally from its log file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pos = 0
+        self.lines: list[dict[str, Any]] = []
+        self.other: list[str] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.pos += end + 1
+        new = []
+        for raw in chunk[:end].split(b"\n"):
+            try:
+                obj = json.loads(raw)
+                if isinstance(obj, dict):
+                    obj["_seen"] = time.monotonic()
+                    new.append(obj)
+                    continue
+            except ValueError:
+                pass
+            if raw.strip():
+                self.other.append(raw.decode(errors="replace"))
+        self.lines.extend(new)
+        return new

@@ -109,7 +109,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import AsyncRpc, HeadClock, SendRecorder, summary_ms  # noqa: E402
+from _harness import AsyncRpc, HeadClock, LogTail, SendRecorder, summary_ms  # noqa: E402
 
 # anvil's public test accounts (mnemonic "test test ... junk"; local chain only)
 KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # account 1
@@ -221,42 +221,6 @@ async def naive_worker(spec: dict[str, Any]) -> None:
 
 
 # ==== harness ==============================================================================
-class LogTail:
-    """The keeper's JSON log lines, read incrementally from its log file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.pos = 0
-        self.lines: list[dict[str, Any]] = []
-        self.other: list[str] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.pos += end + 1
-        new = []
-        for raw in chunk[:end].split(b"\n"):
-            try:
-                obj = json.loads(raw)
-                if isinstance(obj, dict):
-                    obj["_seen"] = time.monotonic()
-                    new.append(obj)
-                    continue
-            except ValueError:
-                pass
-            if raw.strip():
-                self.other.append(raw.decode(errors="replace"))
-        self.lines.extend(new)
-        return new
-
-
 class Harness:
     def __init__(self, args: argparse.Namespace, node: Any, dep: Any, workdir: Path):
         self.args = args

@@ -114,7 +114,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import AsyncRpc, SendRecorder, summary_ms  # noqa: E402
+from _harness import AsyncRpc, LogTail, SendRecorder, summary_ms  # noqa: E402
 
 # anvil's public test accounts (mnemonic "test test ... junk"; local chain only)
 KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # account 1
@@ -156,41 +156,6 @@ def _wall(iso: Any) -> float:
 SEL_ACCOUNT_DATA = "0x" + _sel("getUserAccountData(address)")
 SEL_USER_CONFIG = "0x" + _sel("getUserConfiguration(address)")
 LIQUIDATION_TOPIC = None  # set in Bench.setup (keeper.abi)
-
-
-class LogTail:
-    """The keeper's JSON log lines, read incrementally from its log file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.pos = 0
-        self.lines: list[dict[str, Any]] = []
-        self.other: list[str] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []
-        self.pos += end + 1
-        new = []
-        for raw in chunk[:end].split(b"\n"):
-            try:
-                obj = json.loads(raw)
-                if isinstance(obj, dict):
-                    new.append(obj)
-                    continue
-            except ValueError:
-                pass
-            if raw.strip():
-                self.other.append(raw.decode(errors="replace"))
-        self.lines.extend(new)
-        return new
 
 
 class Bench:
