@@ -38,6 +38,7 @@ from .model import AccountHealth, Candidate, Reserve, _unpriced
 from .views import Views
 
 CONFIRM_BELOW_WAD = 1_010_000_000_000_000_000  # local health below 1.01: confirmed on chain before acting
+CONFIRM_AHEAD = 256  # the accounts nearest the threshold, confirmed with the block read
 
 
 async def _none() -> Any:
@@ -84,6 +85,7 @@ class Adapter(Actions, Views, BaseAdapter):
         self.emode_bitmaps: dict[int, int] = {}  # v3.2+: category -> collateral bitmap, read at start
         self._grace_ts = 0  # the timestamp the next block is expected at (grace periods end before it)
         self._block_read: tuple[int, list[tuple[int, str]], asyncio.Future[Any]] | None = None
+        self._ahead: list[str] = []  # accounts whose getUserAccountData rides along with the block read
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -358,6 +360,7 @@ class Adapter(Actions, Views, BaseAdapter):
             price, problem = read_price(ok, data)
             if not problem:
                 emode_prices[cid] = price
+        ahead, _ = self._decode_account_data(self._ahead, res[i + len(cat_sources) + len(self.reserves):])
         rstates: dict[int, local.ReserveState] = {}
         for r, (ok, data) in zip(self.reserves, res[i + len(cat_sources):]):
             if not ok:
@@ -456,6 +459,10 @@ class Adapter(Actions, Views, BaseAdapter):
             self.log.info("health_checked", block=head.number, accounts=len(chain), disagreements=self.disagreements)
         else:
             chain = {}
+        known = {u: ahead[u] for u in confirm if u in ahead and u not in chain}
+        if known:
+            self._compare(head, known, "confirm")
+            chain.update(known)
         confirm = sorted(u for u in confirm if u not in chain)
         if confirm:
             res = await self.mc.run([Call(self.pool, F_ACCOUNT.encode(a)) for a in confirm], head.number)
@@ -473,6 +480,11 @@ class Adapter(Actions, Views, BaseAdapter):
         cat_sources = [(i, c.price_source) for i, c in sorted(self.emode_cats.items()) if c.has_price_source]
         calls += [Call(self.oracle, F_PRICE.encode(src)) for _, src in cat_sources]
         calls += [Call(self.pool, F_RESERVE_DATA.encode(r.asset)) for r in self.reserves]
+        # the accounts nearest the threshold are confirmed in the same request (no round trip
+        # of its own when one of them becomes liquidatable)
+        self._ahead = sorted(self.near, key=lambda u: self.health[u].health_factor_wad if u in self.health else 0
+                             )[:CONFIRM_AHEAD]
+        calls += [Call(self.pool, F_ACCOUNT.encode(a)) for a in self._ahead]
         fut = asyncio.ensure_future(self.mc.run(calls, head.number))
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved by refresh_local
         self._block_read = (head.number, cat_sources, fut)
