@@ -627,9 +627,11 @@ class Harness:
             rec["oracle_tx_submitted_ms"] = round((t_sub - t0) * 1000, 3)
         if bot == "naive":
             self._naive_poll(tail)
-            sent = [l for l in tail.lines if l.get("event") == "sent" and l.get("block") == block_b]
+            # the bot's own note of its first send after t0 (its "block" is the block its sweep began at)
+            sent = [l for l in tail.lines if l.get("event") == "sent" and l.get("t", 0) >= t0]
             if sent:
                 rec["naive_index"] = sent[0].get("index")
+                rec["naive_sweep_began_at_block"] = sent[0].get("block")
                 rec["naive_after_sweep_start_s"] = round(sent[0].get("after_s", 0), 3)
         else:
             tail.poll()
@@ -843,10 +845,11 @@ def main() -> int:
         key = state_key(args.borrowers)
     print(f"devnet with {len(dep.borrowers)} borrowers ready in {time.monotonic() - t:.1f}s (logs in {workdir})",
           file=sys.stderr)
+    source = _source_version()  # before the keeper starts: the code it runs
     try:
         r = asyncio.run(run(args, node, dep, workdir))
         r["devnet_state_key"] = key
-        r["keeper_source"] = _source_version()
+        r["keeper_source"] = source
     finally:
         node.stop()
     if args.json:
