@@ -293,6 +293,41 @@ async def test_a_competitor_landing_first_in_the_same_block_costs_at_most_one_se
     assert_trustworthy(chain, keeper, logs, allow_reverted=True)
 
 
+async def test_losing_races_does_not_pause_sending_but_a_real_failure_does(chain, make_keeper, logs):
+    """With max_consecutive_failures = 1: the keeper's liquidation reverts because a competitor
+    liquidated the account first in the same block (a lost race: the call succeeds against the
+    state before that block) and sending goes on; a send that reverts against that state too
+    still pauses it."""
+    from keeper.types import TxPlan
+
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1",
+                               KEEPER_KEEPER__MAX_CONSECUTIVE_FAILURES="1")
+    tm = keeper.executor.tx
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        t = sorted(tm.in_flight(), key=lambda t: t.nonce)[0]
+        victim = "0x" + t.plan.data[4 + 64 + 12:4 + 96].hex()
+        coll, debt = "0x" + t.plan.data[4 + 12:4 + 32].hex(), "0x" + t.plan.data[4 + 44:4 + 64].hex()
+        chain.rival_liquidates("0x000000000000000000000000000000000000c0DE", coll, debt, victim)
+        chain.call("evm_mine")  # the rival first (higher tip), the keeper's right behind it
+        await run_cycles(keeper, chain, 2)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    rc = chain.call("eth_getTransactionReceipt", [t.mined_hash])
+    assert rc["status"] == "0x0"  # ours reverted: the rival had taken it
+    lost = logs.events("lost_race")
+    assert [e["intent"] for e in lost] == [t.key] and tm.lost_races == 1
+    assert not tm.paused and not logs.events("sending_paused")
+    bad = TxPlan(to=chain.dep.tokens["USDC"], data=abi.load("ERC20").fn("transfer").encode(chain.dep.depositor, 10**40),
+                 gas_limit=100_000)
+    sent = await tm.send(bad, 100_000, await keeper.read_head(), key="bad:0")
+    await tm.wait([sent], 5)
+    assert tm.paused and len(logs.events("sending_paused")) == 1
+    assert_trustworthy(chain, keeper, logs, allow_reverted=True)
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3])
 async def test_a_liquidation_reorged_out_is_tracked_again_and_lands_once(chain, make_keeper, logs, depth):
     chain.shock("WETH", -12)

@@ -139,6 +139,8 @@ class TxManager:
         self.nonce: int | None = None
         self.pending: dict[str, Tracked] = {}  # intent id -> tracked (in flight, or final and watched)
         self.consecutive_failures = 0
+        self.lost_races = 0  # reverted sends that lost a race (not failures)
+        self._unjudged: list[Tracked] = []  # reverted sends not judged yet (lost race or failure)
         self.paused = False
         self.paused_at = 0.0
         self.stopping = False  # set on shutdown: nothing new is signed
@@ -414,8 +416,34 @@ class TxManager:
             if ok and not t.cancelled:
                 self.consecutive_failures = 0
             elif not ok:
-                self._record_failure("reverted on chain")
+                self._unjudged.append(t)  # lost race or failure: _judge_reverts() decides
         return True
+
+    async def _judge_reverts(self) -> None:
+        """A send that reverted on chain counts as a failure (towards the pause) unless it was
+        a lost race: the same call succeeds against the state before its block, so another
+        transaction in that block (a competitor's liquidation, an oracle update, a swap) changed
+        the state first. Losing races is what keepers do all day; it must not stop sending."""
+        judged, self._unjudged = self._unjudged, []
+        for t in judged:
+            if not t.mined_block:
+                self._record_failure("reverted on chain")
+                continue
+            call = {"from": self.address, "to": t.plan.to, "data": "0x" + t.plan.data.hex(), "gas": hex(t.gas)}
+            if t.plan.value:
+                call["value"] = hex(t.plan.value)
+            try:
+                await self.rpc.call("eth_call", [call, hex(t.mined_block - 1)])
+            except RpcError:  # it reverts against the state it was sent for too: our failure
+                self._record_failure("reverted on chain")
+                continue
+            except (TransientError, BadResponseError):
+                self._record_failure("reverted on chain")
+                continue
+            self.lost_races += 1
+            self.log.warning("lost_race", intent=t.key, tx=t.mined_hash, block=t.mined_block, nonce=t.nonce,
+                             note="reverted, but succeeds against the state before its block: another transaction "
+                                  "in that block came first; not counted towards the pause")
 
     async def poll(self, head: Head | None = None) -> list[Tracked]:
         """One batched receipt query for every pending hash; returns the newly mined ones."""
@@ -433,6 +461,8 @@ class TxManager:
                 if isinstance(rc, dict) and rc.get("blockNumber") and t.status == "pending":
                     if self._mark_mined(t, h, rc):
                         mined.append(t)
+        if self._unjudged:
+            await self._judge_reverts()
         return mined
 
     async def wait(self, tracked: list[Tracked], timeout_s: float) -> list[Tracked]:
@@ -487,6 +517,8 @@ class TxManager:
             mined = self._reconcile_receipts(head, watch, receipts)
             await self._reconcile_pending(head, latest, receipts, by_hash, resimulate)
             self._set_nonce(latest, node_pending)
+        if self._unjudged:
+            await self._judge_reverts()
         return mined
 
     def _reconcile_receipts(self, head: Head, watch: list[Tracked], receipts: dict[str, Any]) -> list[Tracked]:
