@@ -80,7 +80,8 @@ FEE_TIERS = ([[], [1], [500, 500], "500", [Decimal("500.0")], [True], [HUGE], {}
 MARKETS = ([[], [-1], [2**128], [Decimal("1.5")], "100", [100, 100], [True], [INF], {}, [KEY]], [[100], [1, 2, 2**128 - 1]])
 PROTOCOL_KIND = ([["aave_v3"], {"kind": "aave_v3"}, "compound_v9", "", 1, True, INF, KEY, "aave_v3 "], [])
 SWAP_KIND = ([["uniswap_v3"], {}, "uniswap_v2", "", 3, True, INF, KEY], ["uniswap_v3"])
-RULES = ([["v3.0"], "v3.1", "", 3, Decimal("3.0"), True, INF, KEY], ["v3.0", "v3.3"])
+RULES = ([["v3.0"], "v3.1", "", 3, Decimal("3.0"), True, INF, KEY], ["v3.0", "v3.3", "auto"])
+HEALTH = ([["local"], "onchain", "", 1, True, INF, KEY], ["local", "chain"])
 ILK_NAME = ([*WRONG_SCALARS[:1], *WRONG_SCALARS[3:], "x" * 33, "é" * 17, 1, INF, KEY],
             ["ETH-B", "x" * 32, "ünïcødé ✓"])  # any ≤ 32 bytes: the Vat check at start-up finds unknown ilks
 ILKS = ([[], "ETH-A", [1], [{}], [{"name": "ETH-A"}], [{"name": "A", "clipper": ADDRESS_OK}] * 2, {}, INF,
@@ -94,7 +95,8 @@ CHAIN = {
     "rpc_url": URL, "rpc_urls": URLS, "chain_id": ints(1, 4_503_599_627_370_476), "multicall3": ADDRESS,
     "poll_interval_s": nums(None, 3600, positive=True), "log_chunk_blocks": ints(1, 10_000_000),
     "rpc_timeout_s": nums(None, 600, positive=True), "native_usd_feed": ADDRESS, "max_head_lag_blocks": ints(0, 10_000),
-    "rpc_probe_interval_s": nums(None, 3600, positive=True),
+    "rpc_probe_interval_s": nums(None, 3600, positive=True), "watch_pending": BOOL,
+    "pending_poll_interval_s": nums(None, 60, positive=True),
 }
 KEEPER = {
     "address": ADDRESS, "private_key_env": ENV_NAME, "min_profit_usd": nums(0, 10**12),
@@ -116,7 +118,9 @@ AAVE = {
     "kind": PROTOCOL_KIND, "name": LABEL, "pool_addresses_provider": ADDRESS, "start_block": ints(0, 10**12),
     "rules": RULES, "gas_estimate": GAS, "gas_limit": GAS_LIMIT, "max_price_age_s": ints(1, 10**8), "enabled": BOOL,
     "flash_liquidator": ADDRESS, "flash_gas_estimate": GAS, "flash_gas_limit": GAS_LIMIT,
-    "flash_min_profit_share": nums(0, 10), "routes": ROUTES,
+    "flash_min_profit_share": nums(0, 10), "routes": ROUTES, "health": HEALTH,
+    "near_health_factor": (nums(1, 10)[0] + [Decimal("0.999"), 0], [1, Decimal("1.05"), 10]),
+    "full_check_blocks": ints(1, 10**6),
 }
 PERPS = {
     "kind": PROTOCOL_KIND, "name": LABEL, "market": ADDRESS, "markets": MARKETS, "start_block": ints(0, 10**12),
