@@ -369,7 +369,8 @@ class Keeper:
             agg = abi.to_checksum(data[12:32]) if ok and len(data) == 32 and int.from_bytes(data, "big") else None
             self.feeds.add(src, agg)
         self.pending = PendingWatcher(self.rpc, self.log, targets=self.feeds.targets,
-                                      poll_interval_s=self.cfg.chain.pending_poll_interval_s)
+                                      poll_interval_s=self.cfg.chain.pending_poll_interval_s,
+                                      ws_url=self.cfg.chain.ws_url)
         await self.pending.start()
         self._react_task = asyncio.create_task(self._react_loop(), name="oracle-reactions")
         self.log.info("pending_watch", feeds=len(self.feeds), mode=self.pending.mode)

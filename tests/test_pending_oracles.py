@@ -409,3 +409,33 @@ async def test_seen_hashes_are_bounded_and_queued_once(chain):
     finally:
         chain.call("evm_mine")
         chain.call("evm_setAutomine", [True])
+
+
+@pytest_asyncio_mark
+async def test_pending_updates_pushed_over_the_websocket_arrive_without_waiting_for_the_poll(chain):
+    """With a websocket (chain.ws_url), pending hashes are pushed: an update is queued at once
+    although the filter is polled only every 30 s."""
+    syms = sorted(chain.dep.aggregators)
+    agg = chain.dep.aggregators[syms[0]].lower()
+    owner = owner_of(chain, agg)
+    chain.call("anvil_stopImpersonatingAccount", [owner])
+    chain.call("evm_setAutomine", [False])
+    try:
+        async with Rpc(chain.url) as rpc:
+            w = PendingWatcher(rpc, structlog.get_logger(), FeedMap([(agg, agg)]).targets, poll_interval_s=30,
+                               ws_url=chain.url.replace("http://", "ws://"))
+            await w.start()
+            try:
+                await until(lambda: w._ws_task is not None and w.mode == "filter")
+                await asyncio.sleep(0.3)  # subscribed
+                t0 = time.monotonic()
+                h = send(chain, owner, agg, set_answer(latest_answer(chain, agg) // 2), max_fee=40 * GWEI)
+                tx = await asyncio.wait_for(w.queue.get(), 5)
+                took = time.monotonic() - t0
+            finally:
+                await w.close()
+        assert tx.hash == h and w.pushed >= 1
+        assert took < 5  # pushed: far below the 30 s poll
+    finally:
+        chain.call("evm_mine")
+        chain.call("evm_setAutomine", [True])

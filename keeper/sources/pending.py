@@ -95,7 +95,7 @@ class PendingWatcher:
 
     def __init__(self, rpc: Any, log: Any, targets: Callable[[], Iterable[str]] | Iterable[str],
                  poll_interval_s: float = 0.05, *, max_seen: int = MAX_SEEN, queue_size: int = 10_000,
-                 max_backoff_s: float = 5.0, match_forwarded: bool = True):
+                 max_backoff_s: float = 5.0, match_forwarded: bool = True, ws_url: str | None = None):
         if log is None:
             import structlog
 
@@ -127,6 +127,12 @@ class PendingWatcher:
         self._full_logged = False
         self._malformed_logged = False
         self._failing = False
+        # with ws_url: new pending hashes pushed by eth_subscribe("newPendingTransactions") wake
+        # the loop at once (the filter polling goes on beside it, as the fallback)
+        self.ws_url = ws_url
+        self.pushed = 0
+        self._wake = asyncio.Event()
+        self._ws_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,8 +149,14 @@ class PendingWatcher:
         except (TransientError, RpcError) as e:
             self._failed(e, self.poll_interval_s)
         self._task = asyncio.create_task(self._run(), name="pending-watcher")
+        if self.ws_url and self._ws_task is None:
+            self._ws_task = asyncio.create_task(self._push(), name="pending-push")
 
     async def close(self) -> None:
+        ws_task, self._ws_task = self._ws_task, None
+        if ws_task is not None:
+            ws_task.cancel()
+            await asyncio.gather(ws_task, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -178,7 +190,8 @@ class PendingWatcher:
                     self._failing = False
                     self.log.info("pending_poll_recovered")
                 backoff = 0.0
-                await asyncio.sleep(self.poll_interval_s)
+                while await self._pushed_or_timeout(self.poll_interval_s):
+                    await self._read_backlog()  # pushed hashes: their bodies now, the filter later
             except asyncio.CancelledError:
                 raise
             except _Unavailable as e:
@@ -193,6 +206,60 @@ class PendingWatcher:
                 self.errors += 1
                 self.log.error("pending_watcher_error", error=f"{e.__class__.__name__}: {e}", exc_info=True)
                 await asyncio.sleep(backoff)
+
+    async def _pushed_or_timeout(self, timeout_s: float) -> bool:
+        """Wait for the poll interval; True early when the websocket pushed new hashes."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        self._wake.clear()
+        return True
+
+    async def _push(self) -> None:
+        """Pending hashes pushed over the websocket; reconnects with a bounded backoff. Never
+        raises: without it the filter polling still sees everything, a little later."""
+        import json
+
+        import aiohttp
+
+        from ..redact import redact_url
+
+        delay, logged = 0.5, False
+        while True:
+            try:
+                async with aiohttp.ClientSession() as session, session.ws_connect(self.ws_url, autoping=True) as ws:
+                    await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                                  "params": ["newPendingTransactions"]}))
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        obj = json.loads(msg.data) if len(msg.data) < 100_000 else None
+                        if not isinstance(obj, dict):
+                            continue
+                        if obj.get("id") == 1:
+                            if "error" in obj:
+                                raise ValueError(f"eth_subscribe refused: {str(obj['error'])[:120]}")
+                            self.log.info("pending_push_up", url=redact_url(self.ws_url))
+                            delay, logged = 0.5, False
+                            continue
+                        h = (obj.get("params") or {}).get("result") if isinstance(obj.get("params"), dict) else None
+                        if type(h) is str and len(h) == _HASH_LEN and h.startswith("0x"):
+                            h = h.lower()
+                            if h not in self._seen:
+                                self._remember(h)
+                                self._backlog.append((h, time.monotonic()))
+                                self.pushed += 1
+                                self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - polling covers it meanwhile
+                if not logged:
+                    logged = True
+                    self.log.warning("pending_push_down", url=redact_url(self.ws_url), error=str(e)[:200],
+                                     note="pending transactions are still seen by polling the filter")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def _failed(self, e: Exception, retry_in_s: float) -> None:
         self.errors += 1
