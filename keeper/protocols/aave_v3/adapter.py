@@ -613,6 +613,12 @@ class Adapter(Actions, Views, BaseAdapter):
                 coll = am.Side(price=c_price, unit=c.unit, balance=pos["collateral"][c.asset])
                 debt = am.Side(price=d_price, unit=d.unit, balance=pos["debt"][d.asset])
                 limit = am.max_liquidatable_debt(self.cfg.rules, hf, debt, coll, total_debt)
+                if self.cfg.rules == "v3.0" and limit >= debt.balance > 1:
+                    # v3.0 burns the variable debt as amount.rayDiv(index), rounded half up: asking
+                    # for exactly the whole balance can burn one scaled unit more than the user has
+                    # and revert (panic 0x11) when no interest accrues before the block; one wei
+                    # less never does (v3.0 has no dust rule)
+                    limit = debt.balance - 1
                 for route in self.routes:
                     inv = None if route == "flash" or self.inventory is None else self.inventory.get(d.asset, 0)
                     cap = limit if inv is None else min(limit, inv)
