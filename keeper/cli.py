@@ -117,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=30,
                    help="show the N positions with the lowest health (default 30; 0 or less: all of them)")
 
+    from .risk import png_path
+
+    rk = sub.add_parser("risk", help="liquidation price of every position, debt liquidatable per step of price drop")
+    rk.add_argument("--config", required=True)
+    rk.add_argument("--json", action="store_true", help="one JSON document (positions and per-asset curves)")
+    rk.add_argument("--png", type=png_path, default=None, metavar="FILE", help="write the per-asset curve as a PNG chart")
+    rk.add_argument("--limit", type=int, default=30, help="table rows (default 30; 0 or less: all); not for --json")
+
     rp = sub.add_parser("report", help="PnL, success and capture rates, misses, actions and skips from the store")
     rp.add_argument("--config", required=True)
     rp.add_argument("--store", default=None, metavar="PATH",
@@ -149,6 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("--pct", type=_pct, required=True, help="price move in percent, above -100")
     sh.add_argument("--rpc", default=None)
     dsub.add_parser("status", help="is a detached devnet running, and where")
+    from . import fork as fork_cmd
+
+    fk = sub.add_parser("fork", help="anvil forking a chain at a block, to run the keeper against ('fork down' stops it)")
+    fork_cmd.add_arguments(fk, _int_in)
     return p
 
 
@@ -262,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logmod.get().info("stopped", signal=signal.Signals(signum).name)
         except Exception:
             pass
-        if args.cmd == "run" or (args.cmd == "devnet" and args.devnet_cmd == "up"):
+        if args.cmd == "run" or (args.cmd == "devnet" and args.devnet_cmd == "up") or args.cmd == "fork":
             return 0
         return 128 + signum
     except Exception as e:
@@ -276,6 +288,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_run(args))
     if args.cmd == "scan":
         return asyncio.run(_scan(args))
+    if args.cmd == "risk":
+        from .risk import main as risk
+
+        return asyncio.run(risk(args))
     if args.cmd == "report":
         from .report import main as report
 
@@ -292,6 +308,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import demo
 
         return demo(args.borrowers, args.asset, args.pct, args.port)
+    if args.cmd == "fork":
+        from . import fork
+
+        return fork.dispatch(args)
     if args.cmd == "devnet":
         from . import devnet_cli
 

@@ -115,3 +115,111 @@ class Views:
                          "summary": f"collateral ${coll:,.0f} debt ${debt:,.0f}{to_liq}", "opportunity": best.get(a)})
         rows.sort(key=lambda r: r["health_factor"])
         return rows
+
+    # -- risk (keeper risk) -------------------------------------------------------------
+    def liquidation_prices(self, ts: int) -> list[dict[str, Any]]:
+        """For every account of the local model and every price source (feed) that prices
+        one of its collaterals: the highest answer of that source, others held, at which
+        getUserAccountData (local.account_data at block time `ts`, exact) puts the account
+        below HF 1, found by integer bisection over the answer (its smallest step is 1):
+        liquidatable at `liquidation_price`, not at `liquidation_price + 1`. The AaveOracle
+        returns its source's answer, so the answer is the reserve price in base units (the
+        caller checks the two agree). Every reserve priced by the same source moves with it.
+        At the liquidation price: the debt then liquidatable, the loss potential (debt above
+        the collateral) and the bonus one liquidation pays (the largest debt reserve against
+        this collateral, the close factor and bonus of the rules, protocol fee taken off).
+        Accounts in an eMode category with its own price source keep that price fixed.
+        Pure: no I/O; empty without the local model (health = "chain")."""
+        from . import local
+        from . import math as am
+
+        rstates, model = getattr(self, "rstates", {}), getattr(self, "model", {})
+        cats, emode_prices = getattr(self, "emode_cats", {}), getattr(self, "_emode_prices", {})
+        by_id = {r.id: r for r in self.reserves}
+        prices = {r.id: r.price for r in self.reserves if r.price_problem in (None, "zero")}
+        out: list[dict[str, Any]] = []
+        for user, st in model.items():
+            if any(rid not in prices or rid not in rstates or rid not in by_id for rid in st.exposure):
+                continue
+            try:
+                now = local.account_data(st, rstates, prices, cats, emode_prices, ts)
+            except (KeyError, ValueError):
+                continue
+            if now.total_debt_base == 0:
+                continue
+            bals = local.balances(st, rstates, ts)
+            colls = [by_id[rid] for rid, coll, _ in st.used
+                     if coll and by_id[rid].liquidation_threshold_bps and bals.get(rid, (0, 0))[0] > 0]
+            feeds: dict[str, list[Reserve]] = {}
+            for c in colls:
+                feeds.setdefault((c.price_source or c.asset).lower(), []).append(c)
+            for feed, cs in feeds.items():
+                moved = [r.id for r in self.reserves if (r.price_source or r.asset).lower() == feed]
+                p0 = cs[0].price
+
+                def data(p: int, moved: list[int] = moved) -> local.AccountData:
+                    return local.account_data(st, rstates, {**prices, **{i: p for i in moved}}, cats, emode_prices, ts)
+
+                def liquidatable(p: int) -> bool:
+                    d = data(p)
+                    return am.is_liquidatable(d.health_factor_wad, d.total_debt_base)
+
+                row: dict[str, Any] = {
+                    "protocol": self.name, "account": user, "asset": cs[0].symbol,
+                    "assets": [c.symbol for c in cs], "feed": cs[0].price_source, "price": p0,
+                    "price_decimals": len(str(self.base_unit)) - 1, "price_usd_e8": self._to_usd_e8(p0),
+                    "health_factor": now.health_factor_wad / 1e18, "debt_usd_e8": self._to_usd_e8(now.total_debt_base),
+                    "collateral_usd_e8": self._to_usd_e8(now.total_collateral_base)}
+                if am.is_liquidatable(now.health_factor_wad, now.total_debt_base):
+                    row.update(status="liquidatable_now", liquidation_price=p0, liquidation_price_usd_e8=row["price_usd_e8"])
+                    lp = p0
+                elif p0 <= 1 or not liquidatable(1):
+                    row.update(status="safe", liquidation_price=None, liquidation_price_usd_e8=None,
+                               distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+                    out.append(row)
+                    continue
+                else:
+                    lo, hi = 1, p0  # liquidatable(lo), not liquidatable(hi)
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        if liquidatable(mid):
+                            lo = mid
+                        else:
+                            hi = mid
+                    lp = lo
+                    row.update(status="at_risk", liquidation_price=lp, liquidation_price_usd_e8=self._to_usd_e8(lp))
+                row["distance_pct"] = (lp - p0) * 100 / p0 if p0 else None
+                at = data(lp)
+                row["debt_at_liquidation_usd_e8"] = self._to_usd_e8(at.total_debt_base)
+                row["loss_usd_e8"] = self._to_usd_e8(max(0, at.total_debt_base - at.total_collateral_base))
+                row["bonus_usd_e8"] = self._risk_bonus(st, cs, lp, moved, prices, bals, at, by_id, cats)
+                out.append(row)
+        return out
+
+    def _risk_bonus(self, st: Any, cs: list[Reserve], lp: int, moved: list[int], prices: dict[int, int],
+                    bals: dict[int, tuple[int, int]], at: Any, by_id: dict[int, Reserve], cats: dict[int, Any]) -> int:
+        """The bonus (collateral value received minus debt repaid, USD e8) of the largest
+        liquidation the rules allow at the liquidation price: the largest collateral priced
+        by the moved source against the largest debt reserve."""
+        from . import math as am
+
+        p = {**prices, **{i: lp for i in moved}}
+        debts = [(p[rid] * d // by_id[rid].unit, rid) for rid, (_, d) in bals.items() if d > 0]
+        if not debts:
+            return 0
+        d_r = by_id[max(debts)[1]]
+        c_r = max(cs, key=lambda c: bals[c.id][0] * p[c.id] // c.unit)
+        cat = cats.get(st.emode_category) if st.emode_category else None
+        bonus = c_r.liquidation_bonus_bps
+        if cat is not None:
+            in_cat = (c_r.emode_category == st.emode_category if cat.collateral_bitmap is None
+                      else (cat.collateral_bitmap >> c_r.id) & 1 == 1)
+            if in_cat:
+                bonus = cat.liquidation_bonus
+        coll = am.Side(price=p[c_r.id], unit=c_r.unit, balance=bals[c_r.id][0])
+        debt = am.Side(price=p[d_r.id], unit=d_r.unit, balance=bals[d_r.id][1])
+        liq = am.size_liquidation(self.cfg.rules, at.health_factor_wad, debt, coll, at.total_debt_base,
+                                  bonus, c_r.protocol_fee_bps)
+        if liq is None:
+            return 0
+        return self._to_usd_e8(coll.to_base(liq.collateral_to_liquidator) - debt.to_base(liq.debt_to_cover))

@@ -117,3 +117,89 @@ def _usd(units: int, usd_e8: int, decimals: int) -> int | None:
         return None
     sign = 1 if units >= 0 else -1
     return sign * (abs(units) * usd_e8 // 10**decimals)
+
+
+def _risk_liquidation_prices(self: Any, ts: int, oracles: dict[str, tuple[int, str, int, int]]) -> list[dict[str, Any]]:
+    """Views.liquidation_prices (below)."""
+    out: list[dict[str, Any]] = []
+    accrued: dict[str, mm.MarketState] = {}
+    for (mid, who), p in self.positions_by.items():
+        m = self.markets.get(mid)
+        if m is None or m.state is None or p.borrow_shares == 0 or m.price <= 0:
+            continue
+        st = accrued.get(mid)
+        if st is None:
+            st = accrued[mid] = m.accrued(max(ts, m.state.last_update))
+        borrowed = mm.borrowed_assets(p.borrow_shares, st)
+        ora = oracles.get(mid)
+        if ora is not None and ora[0] * ora[3] // ora[2] != m.price:
+            ora = None  # the oracle is not SCALE_FACTOR * base / quote as read: oracle price only
+        if ora is not None:
+            scale, feed, quote, a0 = ora
+
+            def price_at(a: int) -> int:
+                return scale * a // quote
+        else:
+            feed, a0 = "", m.price
+
+            def price_at(a: int) -> int:
+                return a
+
+        def unhealthy(a: int) -> bool:
+            return not mm.is_healthy(p.borrow_shares, p.collateral, st, price_at(a), m.lltv)
+
+        row: dict[str, Any] = {
+            "protocol": self.name, "account": who, "market": m.label, "market_id": mid,
+            "asset": m.collateral_symbol, "assets": [m.collateral_symbol], "feed": feed or None, "price": a0,
+            "price_units": "feed" if feed else "oracle_1e36",
+            "health_factor": mm.health_factor_wad(p.borrow_shares, p.collateral, st, m.price, m.lltv) / 1e18,
+            "debt_usd_e8": m.loan_usd_e8_of(borrowed),
+            "collateral_usd_e8": m.loan_usd_e8_of(mm.mul_div_down(p.collateral, m.price, mm.ORACLE_PRICE_SCALE))}
+        if unhealthy(a0):
+            row.update(status="liquidatable_now", liquidation_price=a0)
+            lp = a0
+        elif a0 <= 1 or not unhealthy(1):
+            row.update(status="safe", liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+            out.append(row)
+            continue
+        else:
+            lo, hi = 1, a0  # unhealthy(lo), healthy(hi)
+            while hi - lo > 1:
+                mid_a = (lo + hi) // 2
+                if unhealthy(mid_a):
+                    lo = mid_a
+                else:
+                    hi = mid_a
+            lp = lo
+            row.update(status="at_risk", liquidation_price=lp)
+        row["distance_pct"] = (lp - a0) * 100 / a0
+        pl = price_at(lp)
+        row["debt_at_liquidation_usd_e8"] = m.loan_usd_e8_of(borrowed)
+        row["loss_usd_e8"] = m.loan_usd_e8_of(max(0, borrowed - mm.mul_div_down(p.collateral, pl, mm.ORACLE_PRICE_SCALE)))
+        bonus = 0
+        if pl > 0:
+            seize = mm.max_seizable(st, p.borrow_shares, p.collateral, pl, m.lltv)
+            if seize > 0:
+                liq = mm.liquidate(st, p.borrow_shares, p.collateral, pl, m.lltv, seized_assets=seize)
+                bonus = m.loan_usd_e8_of(mm.mul_div_down(liq.seized_assets, pl, mm.ORACLE_PRICE_SCALE) - liq.repaid_assets)
+                row["bad_debt_usd_e8"] = m.loan_usd_e8_of(liq.bad_debt_assets)
+        row["bonus_usd_e8"] = bonus
+        out.append(row)
+    return out
+
+
+def liquidation_prices(self: Any, ts: int, oracles: dict[str, tuple[int, str, int, int]] | None = None
+                       ) -> list[dict[str, Any]]:
+    """For every open borrow: the highest answer of the market's collateral feed (the
+    oracle's BASE_FEED_1, others held) at which Morpho._isHealthy fails at block time `ts`
+    (interest accrued, exact): not healthy at `liquidation_price`, healthy one step above.
+    oracles: market id -> (SCALE_FACTOR, base feed, quote feed answer, base feed answer),
+    read by the caller, for oracles of the ChainlinkOracle shape price = SCALE_FACTOR *
+    base / quote (checked against the price read); otherwise the bisection is over the
+    oracle price itself (1e36 scale). At the liquidation price: the debt, the loss
+    potential (debt above the collateral's value), the bonus of seizing all Morpho allows
+    (seized value minus repaid assets) and the bad debt that would realize. Pure: no I/O."""
+    return _risk_liquidation_prices(self, ts, oracles or {})
+
+
+Views.liquidation_prices = liquidation_prices  # type: ignore[attr-defined]
