@@ -1,4 +1,4 @@
-"""Command line: keeper run | scan | report | demo | devnet up/down/shock/status.
+"""Command line: keeper run | scan | risk | report | fork | deploy-liquidator | demo | devnet up/down/shock/status.
 
 A user mistake (bad config, unreachable RPC, missing key, a bad argument, a busy port)
 prints one line starting with "error:" and exits non-zero; it never prints a traceback:
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="debug, info, warning, error or critical (default: $KEEPER_LOG_LEVEL or info)")
     p.add_argument("--json-logs", action="store_true", default=None, help="force JSON log lines")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="command",
-                           help="run, scan, report, deploy-liquidator, demo or devnet")
+                           help="run, scan, risk, report, fork, deploy-liquidator, demo or devnet")
 
     r = sub.add_parser("run", help="follow the chain and liquidate (or, with --dry-run, log what it would do)")
     r.add_argument("--config", required=True)
