@@ -409,3 +409,22 @@ class LogTail:
                 self.other.append(raw.decode(errors="replace"))
         self.lines.extend(new)
         return new
+
+
+def sel(sig: str) -> str:
+    """The 4-byte selector of a function signature, hex without 0x."""
+    from eth_utils import keccak
+
+    return keccak(sig.encode())[:4].hex()
+
+
+def enc(sig: str, types: list[str], args: list[Any]) -> str:
+    """Calldata (0x-hex) for a call."""
+    from eth_abi import encode
+
+    return "0x" + sel(sig) + encode(types, args).hex()
+
+
+def word(a: str) -> str:
+    """An address as a 32-byte word, hex without 0x."""
+    return a.lower().removeprefix("0x").rjust(64, "0")

@@ -109,7 +109,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import AsyncRpc, HeadClock, LogTail, SendRecorder, summary_ms  # noqa: E402
+from _harness import AsyncRpc, HeadClock, LogTail, SendRecorder, enc, sel, summary_ms, word  # noqa: E402
 
 # anvil's public test accounts (mnemonic "test test ... junk"; local chain only)
 KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # account 1
@@ -144,20 +144,7 @@ POOL_ABI = [
 ]
 
 
-def _sel(sig: str) -> str:
-    from eth_utils import keccak
-
-    return keccak(sig.encode())[:4].hex()
-
-
-def _enc(sig: str, types: list[str], args: list[Any]) -> str:
-    from eth_abi import encode
-
-    return "0x" + _sel(sig) + encode(types, args).hex()
-
-
-def _addr_word(a: str) -> str:
-    return a.lower().removeprefix("0x").rjust(64, "0")
+_sel, _enc, _addr_word = sel, enc, word
 
 
 # ==== the naive bot (subprocess) ===========================================================

@@ -44,6 +44,28 @@ def _read_run() -> dict[str, Any] | None:
     return info
 
 
+def wait_for_signal(node: Any) -> bool:
+    """Block until SIGINT, SIGTERM or SIGHUP (True) or until the node's process exits on its
+    own (False); the previous signal handlers are put back. (`keeper devnet up` and `keeper
+    fork` in the foreground.)"""
+    stop = {"flag": False}
+
+    def _handler(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    previous: dict[int, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                previous[sig] = signal.signal(sig, _handler)
+        while not stop["flag"] and node.running:
+            time.sleep(0.2)
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    return stop["flag"]
+
+
 def up(args: Any) -> int:
     from .devnet import start_devnet
 
@@ -53,12 +75,6 @@ def up(args: Any) -> int:
     log_path = REPO / ".devnet" / f"anvil-{args.port}.log"
     node, dep = start_devnet(port=args.port, n_borrowers=args.borrowers, log_path=log_path,
                              die_with_parent=not args.detach)  # a detached anvil outlives this command
-    stop = {"flag": False}
-
-    def _handler(signum, frame):
-        stop["flag"] = True
-
-    previous: dict[int, Any] = {}
     try:
         took = time.monotonic() - t0
         print(f"devnet ready on {node.url} in {took:.2f}s: Aave V3 pool {dep.pool}, "
@@ -72,16 +88,10 @@ def up(args: Any) -> int:
             print("detached; stop it with: keeper devnet down", flush=True)
             return 0
         print("Ctrl-C stops it", flush=True)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                previous[sig] = signal.signal(sig, _handler)
-        while not stop["flag"] and node.running:
-            time.sleep(0.2)
+        stopped = wait_for_signal(node)
     finally:
         node.stop()  # a no-op once detached
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-    if not stop["flag"]:
+    if not stopped:
         raise DevnetStopped(f"anvil on {node.url} exited on its own (log {log_path})")
     print("devnet stopped", flush=True)
     return 0

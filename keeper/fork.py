@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -322,12 +321,6 @@ def up(args: Any) -> int:
 
     log_path = RUN_DIR / f"fork-{port}.log"
     node = ForkAnvil(url, block, chain_id, port, log_path, die_with_parent=not args.detach)
-    stop = {"flag": False}
-
-    def _handler(signum: int, frame: Any) -> None:
-        stop["flag"] = True
-
-    previous: dict[int, Any] = {}
     t0 = time.monotonic()
     node.start()
     try:
@@ -343,16 +336,12 @@ def up(args: Any) -> int:
             print(f"detached; stop it with: keeper fork down --port {port}", flush=True)
             return 0
         print("Ctrl-C stops it", flush=True)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                previous[sig] = signal.signal(sig, _handler)
-        while not stop["flag"] and node.running:
-            time.sleep(0.2)
+        from .devnet_cli import wait_for_signal
+
+        stopped = wait_for_signal(node)
     finally:
         node.stop()  # a no-op once detached
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-    if not stop["flag"]:
+    if not stopped:
         raise ForkStopped(f"the fork's anvil on {node.url} exited on its own (log {log_path})")
     print("fork stopped", flush=True)
     return 0
