@@ -44,10 +44,10 @@ def _read_run() -> dict[str, Any] | None:
     return info
 
 
-def wait_for_signal(node: Any) -> bool:
-    """Block until SIGINT, SIGTERM or SIGHUP (True) or until the node's process exits on its
-    own (False); the previous signal handlers are put back. (`keeper devnet up` and `keeper
-    fork` in the foreground.)"""
+def wait_for_signal(node: Any, ready: str = "Ctrl-C stops it") -> bool:
+    """Print `ready` once the handlers are in place, then block until SIGINT, SIGTERM or
+    SIGHUP (True) or until the node's process exits on its own (False); the previous signal
+    handlers are put back. (`keeper devnet up` and `keeper fork` in the foreground.)"""
     stop = {"flag": False}
 
     def _handler(signum: int, frame: Any) -> None:
@@ -58,6 +58,7 @@ def wait_for_signal(node: Any) -> bool:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 previous[sig] = signal.signal(sig, _handler)
+        print(ready, flush=True)  # only now: a signal from here on stops it cleanly
         while not stop["flag"] and node.running:
             time.sleep(0.2)
     finally:
@@ -87,7 +88,6 @@ def up(args: Any) -> int:
             node.proc = None  # leave it running; 'keeper devnet down' stops it
             print("detached; stop it with: keeper devnet down", flush=True)
             return 0
-        print("Ctrl-C stops it", flush=True)
         stopped = wait_for_signal(node)
     finally:
         node.stop()  # a no-op once detached

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .devnet.anvil import DEFAULT_MNEMONIC, Anvil, DevnetError, find_anvil, free_port
+from .devnet_cli import wait_for_signal
 from .errors import ConfigError, KeeperError, TransientError
 from .redact import redact_url
 
@@ -335,9 +336,6 @@ def up(args: Any) -> int:
             node.proc = None  # leave it running; 'keeper fork down' stops it
             print(f"detached; stop it with: keeper fork down --port {port}", flush=True)
             return 0
-        print("Ctrl-C stops it", flush=True)
-        from .devnet_cli import wait_for_signal
-
         stopped = wait_for_signal(node)
     finally:
         node.stop()  # a no-op once detached
