@@ -1,4 +1,4 @@
-"""Command line: keeper run | scan | risk | report | fork | deploy-liquidator | demo | devnet up/down/shock/status.
+"""Command line: keeper run | scan | risk | stress | replay | report | fork | deploy-liquidator | demo | devnet up/down/shock/status.
 
 A user mistake (bad config, unreachable RPC, missing key, a bad argument, a busy port)
 prints one line starting with "error:" and exits non-zero; it never prints a traceback:
@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -104,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="debug, info, warning, error or critical (default: $KEEPER_LOG_LEVEL or info)")
     p.add_argument("--json-logs", action="store_true", default=None, help="force JSON log lines")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="command",
-                           help="run, scan, risk, report, fork, deploy-liquidator, demo or devnet")
+                           help="run, scan, risk, stress, replay, report, fork, deploy-liquidator, demo or devnet")
 
     r = sub.add_parser("run", help="follow the chain and liquidate (or, with --dry-run, log what it would do)")
     r.add_argument("--config", required=True)
@@ -161,6 +162,27 @@ def _parser() -> argparse.ArgumentParser:
 
     fk = sub.add_parser("fork", help="anvil forking a chain at a block, to run the keeper against ('fork down' stops it)")
     fork_cmd.add_arguments(fk, _int_in)
+
+    st = sub.add_parser("stress", help="apply a price path on a fork with the keeper live: liquidations, "
+                                       "volume sold, price impact, bad debt and keeper PnL per step")
+    st._negative_number_matcher = re.compile(r"^-\.?\d")  # --path -5,-5,-10 is a value
+    st.add_argument("--config", required=True)
+    st.add_argument("--asset", required=True, type=str.upper, help="the collateral symbol to move (e.g. WETH)")
+    st.add_argument("--path", required=True, metavar="P1,P2,...", help="price moves in percent per step, e.g. -5,-5,-10")
+    st.add_argument("--impact", choices=["on", "off"], default="off",
+                    help="on: after each keeper cycle the oracle follows the deepest pool's price (default off)")
+    st.add_argument("--fork-url", default=None, metavar="URL", help="the chain to fork (default: the config's chain.rpc_url)")
+    st.add_argument("--cycles", type=_int_in(1, 500), default=50, help="keeper cycles per step at most (default 50)")
+    st.add_argument("--json", action="store_true", help="one JSON document")
+    st.add_argument("--png", type=png_path, default=None, metavar="FILE", help="write a PNG chart of the steps")
+
+    rl = sub.add_parser("replay", help="backtest: replay a block range's oracle updates on a fork with the keeper live")
+    rl.add_argument("--config", required=True)
+    rl.add_argument("--source-rpc", required=True, metavar="URL", help="the chain to replay (an archive node for old blocks)")
+    rl.add_argument("--from-block", type=_int_in(0, 10**12), required=True, metavar="A", help="fork the source here")
+    rl.add_argument("--to-block", type=_int_in(0, 10**12), required=True, metavar="B", help="replay up to this block")
+    rl.add_argument("--json", action="store_true", help="one JSON document")
+    rl.add_argument("--port", type=_int_in(0, 65535), default=0, help="the fork's port (default 0: a free one)")
     return p
 
 
@@ -308,10 +330,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .demo import demo
 
         return demo(args.borrowers, args.asset, args.pct, args.port)
+    if args.cmd == "replay":
+        from .replay import main as replay
+
+        return asyncio.run(replay(args))
     if args.cmd == "fork":
         from . import fork
 
         return fork.dispatch(args)
+    if args.cmd == "stress":
+        from .stress import main as stress
+
+        return asyncio.run(stress(args))
     if args.cmd == "devnet":
         from . import devnet_cli
 

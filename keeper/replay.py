@@ -1,0 +1,314 @@
+"""`keeper replay`: a backtest. What would the keeper have captured in blocks [A, B] of a chain?
+
+    keeper replay --config FILE --source-rpc URL --from-block A --to-block B [--json] [--port P]
+
+1. Fork the source at A (keeper/fork.py's ForkAnvil, automine off) and start the real keeper
+   on the fork, live (its key from keeper.private_key_env; its address gets 10,000 ETH there),
+   with no store, no journal of the operator's (a temporary one) and no HTTP server.
+2. The oracle updates of the range, read from the source: every transaction in A+1..B that
+   calls a feed the config's protocols read (the adapters' oracle_sources(), a proxy's
+   aggregator()), or that made one of them emit AnswerUpdated. The liquidations of the range:
+   the source's Aave V3 LiquidationCall and Morpho Blue Liquidate events (other kinds are
+   listed as not covered).
+3. Block by block, n = A+1..B: the source's oracle updates of block n are sent on the fork
+   from their own senders (impersonated, priority fee 0: the keeper's sends of the block
+   before go first, as they were sent first), block n is mined with the source's timestamp
+   (the fork's block numbers stay the source's), and the keeper runs one cycle on it. Its
+   sends land in the next block. One more block (B+1) is mined at the end so the keeper's
+   sends from block B count.
+4. Each liquidation on the source (block L, the competitor's) is classified:
+   - `ours`: the keeper liquidated that account on the fork in a block K < L
+     (blocks_ahead = L - K > 0);
+   - `raced`: the keeper liquidated it on the fork, but in K >= L (a tie goes to the
+     competitor, who really landed first: blocks_ahead = L - K <= 0); or it had chosen / sent
+     it by L without landing it (keeper/missed.py's classify);
+   - `filtered`: the keeper saw it by block L and its last decision was a skip;
+   - `unseen`: the keeper never saw it liquidatable by block L.
+   The liquidations the keeper made on the fork that nobody made on the source are `extra`.
+   Values are what each liquidation paid its liquidator, priced by the keeper's adapter at
+   the fork's prices of that block.
+
+The keeper is the per-block keeper here: the source's mempool is not replayed, so its
+same-block reaction to pending oracle updates is not exercised; a liquidation the competitor
+made in the very block of the price move is therefore `raced` (the keeper is one block behind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import abi
+from .errors import ConfigError
+from .fork import RUN_DIR, ForkAnvil, _local, _source_call, fund, source_head
+from .missed import classify
+from .redact import redact_url
+from .types import ChainLiquidation
+
+MAX_BLOCKS = 20_000
+LOG_CHUNK = 2_000
+AGG = abi.load("ChainlinkAggregator")
+
+
+def _answer_updated_topic() -> str:
+    from eth_utils import keccak
+
+    return "0x" + keccak(text="AnswerUpdated(int256,uint256,uint256)").hex()
+
+
+@dataclass
+class Row:
+    liq: ChainLiquidation
+    klass: str
+    our_block: int | None
+    blocks_ahead: int | None
+    why: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        lq = self.liq
+        return {"protocol": lq.protocol, "account": lq.account, "block": lq.block, "competitor": lq.liquidator,
+                "tx": lq.tx_hash, "value_usd": _usd(lq.value_usd_e8), "class": self.klass,
+                "our_block": self.our_block, "blocks_ahead": self.blocks_ahead, "why": self.why}
+
+
+def _usd(e8: int | None) -> float | None:
+    return None if e8 is None else e8 / 1e8
+
+
+# --- what the source did -----------------------------------------------------------------------
+
+def _logs(url: str, address: list[str] | str, topic0: str, a: int, b: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    start = a
+    while start <= b:
+        end = min(b, start + LOG_CHUNK - 1)
+        out += _source_call(url, "eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(end),
+                                                  "topics": [topic0]}])
+        start = end + 1
+    return sorted(out, key=lambda lg: (int(lg["blockNumber"], 16), int(lg.get("logIndex", "0x0"), 16)))
+
+
+def liquidation_sources(keeper: Any) -> tuple[list[tuple[str, Any, str, str]], list[str]]:
+    """(protocol name, adapter, contract, topic0) of each liquidation event read from the source,
+    and the names of the protocols not covered."""
+    from .protocols.aave_v3.adapter import EV_LIQUIDATION
+    from .protocols.morpho_blue.adapter import EV_LIQUIDATE
+
+    out, not_covered = [], []
+    for name, a in keeper.adapters.items():
+        if a.kind == "aave_v3":
+            out.append((name, a, a.pool, EV_LIQUIDATION.topic0))
+        elif a.kind == "morpho_blue":
+            out.append((name, a, a.cfg.morpho, EV_LIQUIDATE.topic0))
+        else:
+            not_covered.append(name)
+    return out, not_covered
+
+
+async def feed_targets(keeper: Any) -> set[str]:
+    """Every address whose update moves a feed the adapters read (lowercase): the feed, or a
+    Chainlink proxy's aggregator()."""
+    from .multicall import Call
+
+    sources = sorted({s for a in keeper.adapters.values() for s in a.oracle_sources()})
+    if not sources:
+        return set()
+    f = AGG.fn("aggregator") if "aggregator" in AGG.functions else abi.Function("aggregator", [], ["address"])
+    res = await keeper.mc.run([Call(src, f.encode()) for src in sources])
+    out = {s.lower() for s in sources}
+    for ok, data in res:
+        if ok and len(data) == 32 and int.from_bytes(data, "big"):
+            out.add(abi.to_checksum(data[12:32]).lower())
+    return out
+
+
+# --- the replay --------------------------------------------------------------------------------
+
+async def replay(config_path: str | Path, source_url: str, from_block: int, to_block: int, *,
+                 environ: dict[str, str] | None = None, port: int = 0, log: Any = None) -> dict[str, Any]:
+    """Run the backtest; returns the report (see module docstring). The fork is always stopped."""
+    from .app import Keeper
+    from .config import load_config
+    from .devnet.anvil import free_port
+
+    shown = redact_url(source_url)
+    if from_block > to_block:
+        raise ConfigError(f"--from-block {from_block} is after --to-block {to_block}")
+    if to_block - from_block > MAX_BLOCKS:
+        raise ConfigError(f"at most {MAX_BLOCKS} blocks per replay (got {to_block - from_block})")
+    chain_id, head = source_head(source_url)
+    if to_block > head:
+        raise ConfigError(f"--to-block {to_block} is after the source's head ({head})")
+    port = port or free_port()
+    log_path = RUN_DIR / f"replay-{port}.log"
+    node = ForkAnvil(source_url, from_block, chain_id, port, log_path)
+    t0 = time.monotonic()
+    node.start()
+    keeper = None
+    tmp = tempfile.TemporaryDirectory(prefix="keeper-replay-")
+    try:
+        url = node.url
+        _local(url, "evm_setAutomine", [False])
+        env = dict(os.environ if environ is None else environ)
+        env.update({"KEEPER_RPC_URL": url, "KEEPER_WS_URL": "ws://" + url.removeprefix("http://"),
+                    "KEEPER_KEEPER__RECEIPT_TIMEOUT_S": "0.2",  # its sends land in the next block: never wait
+                    "KEEPER_KEEPER__JOURNAL": str(Path(tmp.name) / "journal.jsonl")})
+        cfg = load_config(config_path, environ=env)
+        if cfg.relay is not None:
+            raise ConfigError("replay: remove the [relay] section (the fork's transactions would go to the real relays)")
+        if cfg.chain.chain_id is not None and cfg.chain.chain_id != chain_id:
+            raise ConfigError(f"--config: chain.chain_id is {cfg.chain.chain_id} but {shown} is chain {chain_id}")
+        from .config import load_signer
+
+        address = load_signer(cfg.keeper, env).address
+        fund(url, address)
+        keeper = Keeper(cfg, dry_run=False, log=log, record=False)
+        await keeper.start()
+        await keeper.cycle(await keeper.read_head())  # block A: what it knew before the range
+        targets = await feed_targets(keeper)
+        sources, not_covered = liquidation_sources(keeper)
+
+        # the source's history of the range
+        a, b = from_block + 1, to_block
+        update_txs: set[str] = set()
+        source_liqs: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+        if a <= b:
+            if targets:
+                for lg in _logs(source_url, sorted(targets), _answer_updated_topic(), a, b):
+                    update_txs.add(lg["transactionHash"].lower())
+            for name, adapter, contract, topic0 in sources:
+                for lg in _logs(source_url, contract, topic0, a, b):
+                    source_liqs.setdefault(int(lg["blockNumber"], 16), []).append((adapter, lg))
+
+        replayed, failed, misaligned = 0, [], []
+        liqs: list[ChainLiquidation] = []
+        for n in range(a, b + 2):
+            blk = _source_call(source_url, "eth_getBlockByNumber", [hex(n), True]) if n <= b else None
+            if blk is not None:
+                sent = []
+                for tx in blk.get("transactions", []):
+                    to = (tx.get("to") or "").lower()
+                    if to in targets or tx["hash"].lower() in update_txs:
+                        sent.append((tx["hash"], _send_update(url, tx)))
+                _local(url, "evm_setNextBlockTimestamp", [int(blk["timestamp"], 16)])
+            _local(url, "evm_mine")
+            if blk is not None:
+                for src_hash, h in sent:
+                    rc = _local(url, "eth_getTransactionReceipt", [h])
+                    replayed += 1
+                    if not rc or rc.get("status") != "0x1":
+                        failed.append(src_hash)
+            got = int(_local(url, "eth_blockNumber"), 16)
+            if got != n:
+                misaligned.append({"source_block": n, "fork_block": got})
+            await keeper.cycle(await keeper.read_head())
+            for adapter, lg in source_liqs.get(n, []):  # priced by the adapter at this block's prices
+                liqs.append(adapter._chain_liquidation(lg))
+
+        ours = {x.lower() for x in keeper.adapters_addresses()}
+        fork_liqs = [(lq, k) for lq, k, _w in keeper.classified]
+        captured: dict[tuple[str, str], ChainLiquidation] = {}
+        for lq, k in fork_liqs:
+            if k == "ours":
+                captured.setdefault((lq.protocol, lq.account.lower()), lq)
+        rows = [classify_row(lq, captured.get((lq.protocol, lq.account.lower())), ours, keeper.tracker) for lq in liqs]
+        source_keys = {(lq.protocol, lq.account.lower()) for lq in liqs}
+        extra = [lq for key, lq in captured.items() if key not in source_keys]
+        return build_report(shown, chain_id, from_block, to_block, rows, extra, captured, not_covered,
+                            replayed=replayed, failed=failed, misaligned=misaligned, address=address,
+                            took_s=time.monotonic() - t0)
+    finally:
+        try:
+            if keeper is not None:
+                await keeper.close()
+        finally:
+            node.stop()
+            tmp.cleanup()
+            log_path.unlink(missing_ok=True)
+
+
+def _send_update(url: str, tx: dict[str, Any]) -> str:
+    """The source's oracle update, sent on the fork from its own sender (impersonated), with
+    no priority fee: the keeper's earlier sends are ordered before it."""
+    sender = tx["from"]
+    gas = int(tx.get("gas", hex(1_000_000)), 16)
+    max_fee = 2 * int(_local(url, "eth_getBlockByNumber", ["latest", False]).get("baseFeePerGas", "0x0"), 16) + 1
+    need = gas * max_fee + int(tx.get("value", "0x0"), 16)
+    if int(_local(url, "eth_getBalance", [sender, "latest"]), 16) < need:
+        _local(url, "anvil_setBalance", [sender, hex(need + 10**18)])
+    _local(url, "anvil_impersonateAccount", [sender])
+    send = {"from": sender, "to": tx["to"], "data": tx.get("input", "0x"), "value": tx.get("value", "0x0"),
+            "gas": hex(gas), "maxFeePerGas": hex(max_fee), "maxPriorityFeePerGas": "0x0"}
+    return _local(url, "eth_sendTransaction", [send])
+
+
+def classify_row(liq: ChainLiquidation, mine: ChainLiquidation | None, ours: set[str], tracker: Any) -> Row:
+    """One source liquidation against the keeper's run on the fork (module docstring)."""
+    if mine is not None:
+        ahead = liq.block - mine.block
+        why = {"our_tx": mine.tx_hash, "our_value_usd": _usd(mine.value_usd_e8)}
+        return Row(liq, "ours" if ahead > 0 else "raced", mine.block, ahead, why)
+    klass, why = classify(liq, ours=ours, history=tracker.history(liq.protocol, liq.account, upto_block=liq.block))
+    return Row(liq, klass, None, None, why)
+
+
+def build_report(source: str, chain_id: int, a: int, b: int, rows: list[Row], extra: list[ChainLiquidation],
+                 captured: dict[tuple[str, str], ChainLiquidation], not_covered: list[str], **info: Any) -> dict[str, Any]:
+    counts = {k: sum(1 for r in rows if r.klass == k) for k in ("ours", "raced", "filtered", "unseen")}
+    competitor = sum(r.liq.value_usd_e8 or 0 for r in rows)
+    would_take = sum((r.liq.value_usd_e8 or 0) for r in rows if r.klass == "ours")
+    keeper_total = sum(lq.value_usd_e8 or 0 for lq in captured.values())
+    return {
+        "source": source, "chain_id": chain_id, "from_block": a, "to_block": b,
+        "liquidations": [r.to_json() for r in rows],
+        "extra": [{"protocol": lq.protocol, "account": lq.account, "our_block": lq.block, "tx": lq.tx_hash,
+                   "value_usd": _usd(lq.value_usd_e8)} for lq in extra],
+        "totals": {**counts, "source_liquidations": len(rows), "extra": len(extra),
+                   "competitor_value_usd": competitor / 1e8,
+                   "ours_value_usd": would_take / 1e8,  # what the competitor took that the keeper would have taken first
+                   "keeper_value_usd": keeper_total / 1e8},  # everything the keeper liquidated on the fork
+        "not_covered": not_covered,
+        "oracle_updates_replayed": info.get("replayed", 0), "oracle_updates_failed": info.get("failed", []),
+        "misaligned_blocks": info.get("misaligned", []), "keeper": info.get("address"),
+        "took_s": round(info.get("took_s", 0.0), 2),
+    }
+
+
+def render(rep: dict[str, Any]) -> str:
+    t = rep["totals"]
+    lines = [f"replay of {rep['source']} blocks {rep['from_block']}..{rep['to_block']} (chain {rep['chain_id']}): "
+             f"{rep['oracle_updates_replayed']} oracle updates replayed"
+             + (f", {len(rep['oracle_updates_failed'])} failed" if rep["oracle_updates_failed"] else ""),
+             f"{'protocol':<18} {'account':<42} {'block':>8} {'class':<8} {'ours at':>8} {'ahead':>6} "
+             f"{'value $':>12}  competitor"]
+    for r in rep["liquidations"]:
+        v = "-" if r["value_usd"] is None else f"{r['value_usd']:,.2f}"
+        lines.append(f"{r['protocol']:<18} {r['account']:<42} {r['block']:>8} {r['class']:<8} "
+                     f"{'-' if r['our_block'] is None else r['our_block']:>8} "
+                     f"{'-' if r['blocks_ahead'] is None else r['blocks_ahead']:>6} {v:>12}  {r['competitor']}")
+    for e in rep["extra"]:
+        v = "-" if e["value_usd"] is None else f"{e['value_usd']:,.2f}"
+        lines.append(f"{e['protocol']:<18} {e['account']:<42} {'-':>8} {'extra':<8} {e['our_block']:>8} {'-':>6} "
+                     f"{v:>12}  (nobody on the source)")
+    lines.append(f"totals: {t['source_liquidations']} liquidations on the source: {t['ours']} ours, {t['raced']} raced, "
+                 f"{t['filtered']} filtered, {t['unseen']} unseen; {t['extra']} extra")
+    lines.append(f"value: competitor took ${t['competitor_value_usd']:,.2f}, the keeper would have taken "
+                 f"${t['ours_value_usd']:,.2f} of it first; the keeper liquidated ${t['keeper_value_usd']:,.2f} on the fork")
+    if rep["not_covered"]:
+        lines.append(f"not covered (their liquidations are not read from the source): {', '.join(rep['not_covered'])}")
+    if rep["misaligned_blocks"]:
+        lines.append(f"warning: {len(rep['misaligned_blocks'])} fork blocks did not match the source's numbers")
+    return "\n".join(lines)
+
+
+async def main(args: Any) -> int:
+    if not args.source_rpc.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"--source-rpc: not an http(s) URL: {redact_url(args.source_rpc)}")
+    rep = await replay(args.config, args.source_rpc, args.from_block, args.to_block, port=args.port)
+    print(json.dumps(rep, indent=2) if args.json else render(rep), flush=True)
+    return 0
