@@ -55,6 +55,7 @@ class Server:
         self.limits = limits
         self.runner: web.AppRunner | None = None
         self._page: bytes | None = None
+        self._risk_doc: tuple[tuple[int, str], dict[str, Any]] | None = None
         self.hits: Counter[tuple[str, int]] = Counter()  # (path, status) -> requests answered
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -63,6 +64,8 @@ class Server:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_text)
         app.router.add_get("/api/status", self.api_status)
+        app.router.add_get("/api/risk", self.api_risk)
+        app.router.add_get("/risk.png", self.risk_png)
         app.router.add_get("/", self.page)
         return app
 
@@ -139,6 +142,31 @@ class Server:
             snap["stages"] = {s: _stage_summary(self.metrics, s) for s in ("opportunity", "simulated", "sent",
                                                                              "included")}
         return web.Response(text=json.dumps(_clean(snap), default=str, allow_nan=False), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    async def _risk(self) -> dict[str, Any]:
+        """`keeper risk` of the running keeper's positions (keeper/risk.py), computed at most
+        once per head (its bisections cost more than a status snapshot)."""
+        from . import risk
+
+        head = self.keeper.head
+        if head is None:
+            return {"block": None, "positions": [], "assets": {}, "not_covered": []}
+        if self._risk_doc is None or self._risk_doc[0] != (head.number, head.hash):
+            rows = await risk.collect(self.keeper, head)
+            doc = risk.document(head.number, rows, risk.DEFAULT_STEPS, risk.not_covered(self.keeper))
+            self._risk_doc = ((head.number, head.hash), doc)
+        return self._risk_doc[1]
+
+    async def api_risk(self, request: web.Request) -> web.Response:
+        doc = await self._risk()
+        return web.Response(text=json.dumps(_clean(doc), default=str, allow_nan=False),
+                            content_type="application/json", headers={"Cache-Control": "no-store"})
+
+    async def risk_png(self, request: web.Request) -> web.Response:
+        from . import risk
+
+        return web.Response(body=risk.png(await self._risk()), content_type="image/png",
                             headers={"Cache-Control": "no-store"})
 
     async def page(self, request: web.Request) -> web.Response:

@@ -451,3 +451,28 @@ def test_pnl_and_misses_come_from_the_store_when_the_keeper_has_one(tmp_path):
     assert [r["usd"] for r in snap["pnl"]] == [pytest.approx(148.0), pytest.approx(40.0)]
     assert snap["pnl"][0]["day"] < snap["pnl"][1]["day"]
     assert snap["misses"] == {"ours": 2, "raced": 1, "filtered": 1, "unseen": 2}
+
+
+async def test_the_risk_curve_is_served_as_json_and_as_the_pages_chart(chain, make_keeper):
+    """/api/risk is `keeper risk` of the running keeper's positions (per position liquidation
+    prices, per asset the liquidatable-debt curve), /risk.png its chart, which the page shows;
+    both behind the token like every route but /healthz."""
+    chain.shock("WETH", -8)
+    keeper = await make_keeper(dry_run=True)
+    await keeper.cycle(await keeper.read_head())
+    async with Server(keeper, Metrics(), listen="127.0.0.1:0", token="s3cret") as server, \
+            aiohttp.ClientSession() as s:
+        assert (await get(s, server.url + "api/risk"))[0] == 401
+        status, text = await get(s, server.url + "api/risk", token="s3cret")
+        assert status == 200
+        doc = json.loads(text)
+        assert doc["block"] == keeper.head.number and doc["positions"]
+        assert {"aave-v3-devnet", "morpho-devnet"} <= {r["protocol"] for r in doc["positions"]}
+        weth = doc["assets"]["WETH"]
+        assert [p["drop_pct"] for p in weth][:3] == [0, 1, 2]
+        assert all(a["positions"] <= b["positions"] for a, b in zip(weth, weth[1:]))  # more as the price falls
+        async with s.get(server.url + "risk.png", headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 200 and r.content_type == "image/png"
+            width, height, _ = png_pixels(await r.read(), max_rows=1)
+        assert width > 100 and height > 100
+        assert 'id="risk"' in page_html().decode()
