@@ -7,8 +7,9 @@ liquidatable at that answer, not one step above it), the distance to it in %, th
 liquidatable, the loss potential (debt above the collateral's value at that price) and the
 bonus one liquidation would pay. Per asset (collateral symbol): for each step of drop
 (1% .. 50% by default) the debt that is liquidatable and the bonus, summed over positions
-whose liquidation price is at or above that drop. Covered: Aave V3 (local health model) and
-Morpho Blue; Maker and perps are listed under `not_covered`.
+whose liquidation price is at or above that drop. Covered: Aave V3 (local health model),
+Morpho Blue and Maker vaults (barkable once the Spotter is poked at that answer); perps are
+listed under `not_covered`.
 
 Integers throughout (USD e8, feed answers); floats only in the table and the distances.
 """
@@ -63,6 +64,44 @@ async def _morpho_oracles(adapter: Any, block: int) -> dict[str, tuple[int, str,
     return {mid: (s, b, answers[q], answers[b]) for mid, (s, b, q) in shape.items() if answers.get(q) and answers.get(b)}
 
 
+async def _maker_pips(adapter: Any, block: int) -> dict[str, tuple[str, int, int, int]]:
+    """ilk name -> (feed, scale, answer, Spotter par): for a pip of the AggregatorPip shape
+    (src(), scale()) its src aggregator and that feed's latestAnswer; otherwise feed "",
+    scale 1 and the pip's peek() value (wad). Ilks whose pip answers neither are left out."""
+    AGG = abi.load("ChainlinkAggregator")
+    f_src, f_scale = abi.Function("src", [], ["address"]), abi.Function("scale", [], ["uint256"])
+    f_peek = abi.Function("peek", [], ["bytes32", "bool"])
+    ilks = [k for k in adapter.ilks.values() if k.pip and int(k.pip, 16)]
+    if not ilks or not adapter.spotter:
+        return {}
+    calls = [Call(adapter.spotter, abi.load("MakerSpotter").fn("par").encode())]
+    calls += [Call(k.pip, f.encode()) for k in ilks for f in (f_src, f_scale, f_peek)]
+    res = await adapter.mc.run(calls, block)
+    ok, d = res[0]
+    par = int.from_bytes(d, "big") if ok and len(d) == 32 else 0
+    if par == 0:
+        return {}
+    out: dict[str, tuple[str, int, int, int]] = {}
+    srcs: dict[str, tuple[str, int]] = {}
+    for i, k in enumerate(ilks):
+        (ok1, s), (ok2, sc), (ok3, pk) = res[1 + 3 * i:4 + 3 * i]
+        if ok1 and ok2 and len(s) == len(sc) == 32 and int.from_bytes(sc, "big") > 0:
+            srcs[k.name] = (abi.to_checksum(s[12:]), int.from_bytes(sc, "big"))
+        elif ok3 and len(pk) == 64 and pk[63] == 1 and int.from_bytes(pk[:32], "big") > 0:
+            out[k.name] = ("", 1, int.from_bytes(pk[:32], "big"), par)
+    if srcs:
+        feeds = sorted({f for f, _ in srcs.values()})
+        res = await adapter.mc.run([Call(f, AGG.fn("latestAnswer").encode()) for f in feeds], block)
+        answers = {}
+        for f, (ok, d) in zip(feeds, res):
+            a = int.from_bytes(d, "big") if ok and len(d) == 32 else 0
+            answers[f] = a if 0 < a < 2**255 else 0
+        for name, (f, sc) in srcs.items():
+            if answers[f]:
+                out[name] = (f, sc, answers[f], par)
+    return out
+
+
 async def _aave_feeds_agree(adapter: Any, block: int) -> dict[str, bool]:
     """reserve symbol -> whether the AaveOracle price equals its source's latestAnswer (so a
     liquidation price is an answer of that feed)."""
@@ -87,11 +126,13 @@ async def collect(keeper: Any, head: Any, ts: int | None = None) -> list[dict[st
                 rows.append(r)
         elif a.kind == "morpho_blue":
             rows.extend(a.liquidation_prices(t, await _morpho_oracles(a, head.number)))
+        elif a.kind == "maker":
+            rows.extend(a.liquidation_prices(t, await _maker_pips(a, head.number)))
     return rows
 
 
 def not_covered(keeper: Any) -> list[str]:
-    return sorted(n for n, a in keeper.adapters.items() if a.kind not in ("aave_v3", "morpho_blue"))
+    return sorted(n for n, a in keeper.adapters.items() if a.kind not in ("aave_v3", "morpho_blue", "maker"))
 
 
 def curve(rows: Iterable[dict[str, Any]], steps: Iterable[int] = DEFAULT_STEPS) -> dict[str, list[dict[str, Any]]]:

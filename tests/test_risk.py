@@ -1,7 +1,9 @@
 """`keeper risk` (keeper/risk.py): the reported liquidation prices, checked against the real
 bytecode on the devnet. For randomized positions, the feed set (keeper/devnet/prices.py
 set_price) to exactly the reported liquidation price makes the position liquidatable
-(Aave getUserAccountData HF < 1; Morpho's liquidate gets past its health check) and one
+(Aave getUserAccountData HF < 1; Morpho's liquidate gets past its health check; a Maker
+vault, the Spotter poked, fails vat ink * spot >= art * rate and Dog.bark gets past
+"Dog/not-unsafe") and one
 step of the feed above it does not. Time is pinned: the risk rows are computed for block
 time T and the chain is asked with the eth_call block override {"time": T}."""
 
@@ -19,6 +21,9 @@ from keeper.devnet.prices import set_price
 
 from .conftest import DEVNET_CONFIG, REPO, only_env
 from .test_cli import clean_env
+from .test_maker_keeper import DOG, OTHER, VAT
+from .test_maker_keeper import ext as maker_ext
+from .test_maker_keeper import ilk_id
 from .test_morpho_keeper import BLUE, SINK, extras, market, open_position as morpho_open, params
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -42,6 +47,21 @@ def morpho_unhealthy(chain, m: dict, who: str, ts: int) -> bool:
     except RuntimeError as e:
         return "position is healthy" not in str(e)
     return True
+
+
+def maker_barkable(chain, ilk: str, urn: str, ts: int) -> bool:
+    """vat.urns against vat.ilks (Dog.bark's test), and Dog.bark itself gets past it."""
+    e = maker_ext(chain)
+    _, rate, spot, _, _ = chain.view(e["vat"], VAT.fn("ilks"), ilk_id(ilk))
+    ink, art = chain.view(e["vat"], VAT.fn("urns"), ilk_id(ilk), urn)
+    unsafe = spot > 0 and ink * spot < art * rate
+    try:
+        call_at(chain, e["dog"], DOG.fn("bark").encode(ilk_id(ilk), urn, OTHER), ts, OTHER)
+        bark = True
+    except RuntimeError as err:
+        bark = "Dog/not-unsafe" not in str(err)
+    assert bark == unsafe
+    return unsafe
 
 
 def at_price(chain, symbol: str, answer: int, check):
@@ -175,3 +195,26 @@ def test_risk_cli_mistakes_are_one_line_exit_2(args):
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
+
+
+@ASYNC
+async def test_maker_liquidation_prices_are_exact_to_one_feed_step(chain, make_keeper):
+    e = maker_ext(chain)
+    keeper = await make_keeper(dry_run=True, only="maker-devnet")
+    ts = int(chain.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16) + 600
+    rows = {r["account"].lower(): r for r in await rows_at(keeper, ts) if r["protocol"] == "maker-devnet"}
+    picks = []
+    for ilk in sorted(e["ilks"]):
+        picks += [v for v in e["vaults"] if v["ilk"] == ilk and v["urn"].lower() in rows][:2]
+    assert len(picks) >= 4
+    for v in picks:
+        row, ilk = rows[v["urn"].lower()], v["ilk"]
+        sym = e["ilks"][ilk]["gem_symbol"]
+        assert row["status"] == "at_risk" and row["price_units"] == "feed" and not row["spot_stale"]
+        assert row["feed"].lower() == chain.dep.aggregators[sym].lower() and row["asset"] == sym
+        lp = row["liquidation_price"]
+        assert 0 < lp < row["price"] and row["distance_pct"] < 0
+        assert at_price(chain, sym, lp, lambda: maker_barkable(chain, ilk, v["urn"], ts))
+        assert not at_price(chain, sym, lp + 1, lambda: maker_barkable(chain, ilk, v["urn"], ts))
+        assert row["bonus_usd_e8"] > 0 and row["debt_at_liquidation_usd_e8"] > 0
+    assert "maker-devnet" not in risk.not_covered(keeper)

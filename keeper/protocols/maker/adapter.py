@@ -1157,3 +1157,86 @@ class Adapter(BaseAdapter):
                          "summary": summary, "opportunity": best.get(a.account)})
         rows.sort(key=lambda r: r["health_factor"])
         return rows
+
+
+# -- risk (keeper risk) -----------------------------------------------------------------
+def _risk_liquidation_prices(self: Any, ts: int, pips: dict[str, tuple[str, int, int, int]]) -> list[dict[str, Any]]:
+    """Adapter.liquidation_prices (below)."""
+    out: list[dict[str, Any]] = []
+    for u in self.urns.values():
+        k = self.ilks.get(u.ilk)
+        pip = pips.get(u.ilk)
+        if k is None or pip is None or u.art == 0 or k.rate == 0 or k.mat == 0:
+            continue
+        feed, scale, a0, par = pip
+        if par == 0 or a0 <= 0:
+            continue
+        mat = k.mat
+
+        def val_of(a: int, scale: int = scale) -> int:
+            return a * scale  # the pip's peek() [wad]
+
+        def spot_at(a: int, par: int = par, mat: int = mat) -> int:
+            # Spotter.poke: rdiv(rdiv(val * 1e9, par), mat)
+            return (val_of(a) * 10**9 * RAY // par) * RAY // mat
+
+        def unsafe(a: int, u: Urn = u, k: Ilk = k) -> bool:
+            return mm.is_unsafe(u.ink, u.art, spot_at(a), k.rate)
+
+        def coll_rad(a: int, par: int = par, u: Urn = u) -> int:
+            return u.ink * (val_of(a) * 10**9 * RAY // par)  # DAI [rad]
+
+        debt = u.art * k.rate
+        row: dict[str, Any] = {
+            "protocol": self.name, "account": u.urn, "ilk": k.name, "asset": k.gem_symbol,
+            "assets": [k.gem_symbol], "feed": feed or None, "price": a0,
+            "price_units": "feed" if feed else "pip_wad",
+            "health_factor": mm.collateralization_over_mat(u.ink, u.art, k.spot, k.rate),
+            "spot_stale": spot_at(a0) != k.spot,
+            "debt_usd_e8": self._dai_rad_to_usd_e8(debt), "collateral_usd_e8": self._dai_rad_to_usd_e8(coll_rad(a0))}
+        if mm.is_unsafe(u.ink, u.art, k.spot, k.rate) or unsafe(a0):
+            row.update(status="liquidatable_now", liquidation_price=a0)
+            lp = a0
+        elif a0 <= 1 or not unsafe(1):
+            row.update(status="safe", liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+            out.append(row)
+            continue
+        else:
+            lo, hi = 1, a0  # unsafe(lo), safe(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if unsafe(mid):
+                    lo = mid
+                else:
+                    hi = mid
+            lp = lo
+            row.update(status="at_risk", liquidation_price=lp)
+        row["distance_pct"] = (lp - a0) * 100 / a0
+        row["loss_usd_e8"] = self._dai_rad_to_usd_e8(max(0, debt - coll_rad(lp)))
+        size = mm.bark_size(u.ink, u.art, k.rate, k.dust, k.chop, self.Hole, self.Dirt, k.hole, k.dirt)
+        if isinstance(size, str):
+            row.update(debt_at_liquidation_usd_e8=self._dai_rad_to_usd_e8(debt), bonus_usd_e8=0, bark_revert=size)
+        else:
+            row.update(debt_at_liquidation_usd_e8=self._dai_rad_to_usd_e8(size.due),
+                       bonus_usd_e8=self._dai_rad_to_usd_e8(mm.incentive(k.tip, k.chip, size.tab)))
+        out.append(row)
+    return out
+
+
+def liquidation_prices(self: Any, ts: int, pips: dict[str, tuple[str, int, int, int]] | None = None
+                       ) -> list[dict[str, Any]]:
+    """For every vault with debt: the highest answer of its ilk's price feed (others held)
+    at which, once the Spotter is poked (spot = rdiv(rdiv(val * 1e9, par), mat), val the
+    pip's peek() = answer * scale), Dog.bark's test ink * spot < art * rate holds: barkable
+    at `liquidation_price`, not one step above it (integer bisection, exact). rate as read
+    (the keeper models no Jug drip, so `ts` changes nothing). pips: ilk name -> (feed, scale,
+    feed answer, Spotter par), read by the caller; for a pip of the AggregatorPip shape
+    (src(), scale()) the feed is its src aggregator, otherwise feed "" and scale 1: the
+    bisection is over the pip's wad value itself. Ilks left out of pips are left out. At the
+    liquidation price: the debt the bark confiscates, the loss potential (debt above the
+    collateral's value) and the keeper's bark incentive (tip + chip * tab) at the current
+    Hole/Dirt room. Pure: no I/O."""
+    return _risk_liquidation_prices(self, ts, pips or {})
+
+
+Adapter.liquidation_prices = liquidation_prices  # type: ignore[attr-defined]
