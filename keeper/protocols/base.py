@@ -72,6 +72,24 @@ async def require_code(rpc: Rpc, address: str, where: str, hint: str = "") -> No
         raise ConfigError(f"{where}: no contract at {address} on this chain{f' ({hint})' if hint else ''}")
 
 
+def breaking_price(breaks: Callable[[int], bool], now: int, broken_now: bool) -> tuple[str, int | None]:
+    """Where a position breaks as one feed's answer falls (keeper risk): ("liquidatable_now",
+    now), ("safe", None) when no positive answer breaks it, or ("at_risk", the highest answer at
+    which `breaks` holds), found by bisection so one step above it does not break."""
+    if broken_now:
+        return "liquidatable_now", now
+    if now <= 1 or not breaks(1):
+        return "safe", None
+    lo, hi = 1, now  # breaks(lo), not breaks(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if breaks(mid):
+            lo = mid
+        else:
+            hi = mid
+    return "at_risk", lo
+
+
 def native_price_usd_e8(adapters: Any) -> int | None:
     """The native token's USD price (e8) from the first adapter that prices it, if any."""
     for a in adapters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..base import breaking_price
 from ... import abi
 from ...types import Opportunity
 from .calls import EV_FLASH, EV_LIQUIDATION, NATIVE_SYMBOLS
@@ -170,24 +171,15 @@ class Views:
                     "price_decimals": len(str(self.base_unit)) - 1, "price_usd_e8": self._to_usd_e8(p0),
                     "health_factor": now.health_factor_wad / 1e18, "debt_usd_e8": self._to_usd_e8(now.total_debt_base),
                     "collateral_usd_e8": self._to_usd_e8(now.total_collateral_base)}
-                if am.is_liquidatable(now.health_factor_wad, now.total_debt_base):
-                    row.update(status="liquidatable_now", liquidation_price=p0, liquidation_price_usd_e8=row["price_usd_e8"])
-                    lp = p0
-                elif p0 <= 1 or not liquidatable(1):
-                    row.update(status="safe", liquidation_price=None, liquidation_price_usd_e8=None,
+                status, lp = breaking_price(liquidatable, p0,
+                                            am.is_liquidatable(now.health_factor_wad, now.total_debt_base))
+                if lp is None:
+                    row.update(status=status, liquidation_price=None, liquidation_price_usd_e8=None,
                                distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
                     out.append(row)
                     continue
-                else:
-                    lo, hi = 1, p0  # liquidatable(lo), not liquidatable(hi)
-                    while hi - lo > 1:
-                        mid = (lo + hi) // 2
-                        if liquidatable(mid):
-                            lo = mid
-                        else:
-                            hi = mid
-                    lp = lo
-                    row.update(status="at_risk", liquidation_price=lp, liquidation_price_usd_e8=self._to_usd_e8(lp))
+                row.update(status=status, liquidation_price=lp,
+                           liquidation_price_usd_e8=row["price_usd_e8"] if lp == p0 else self._to_usd_e8(lp))
                 row["distance_pct"] = (lp - p0) * 100 / p0 if p0 else None
                 at = data(lp)
                 row["debt_at_liquidation_usd_e8"] = self._to_usd_e8(at.total_debt_base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..base import breaking_price
 from ... import abi
 from ...types import Opportunity
 from . import math as mm
@@ -155,23 +156,12 @@ def _risk_liquidation_prices(self: Any, ts: int, oracles: dict[str, tuple[int, s
             "health_factor": mm.health_factor_wad(p.borrow_shares, p.collateral, st, m.price, m.lltv) / 1e18,
             "debt_usd_e8": m.loan_usd_e8_of(borrowed),
             "collateral_usd_e8": m.loan_usd_e8_of(mm.mul_div_down(p.collateral, m.price, mm.ORACLE_PRICE_SCALE))}
-        if unhealthy(a0):
-            row.update(status="liquidatable_now", liquidation_price=a0)
-            lp = a0
-        elif a0 <= 1 or not unhealthy(1):
-            row.update(status="safe", liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+        status, lp = breaking_price(unhealthy, a0, unhealthy(a0))
+        if lp is None:
+            row.update(status=status, liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
             out.append(row)
             continue
-        else:
-            lo, hi = 1, a0  # unhealthy(lo), healthy(hi)
-            while hi - lo > 1:
-                mid_a = (lo + hi) // 2
-                if unhealthy(mid_a):
-                    lo = mid_a
-                else:
-                    hi = mid_a
-            lp = lo
-            row.update(status="at_risk", liquidation_price=lp)
+        row.update(status=status, liquidation_price=lp)
         row["distance_pct"] = (lp - a0) * 100 / a0
         pl = price_at(lp)
         row["debt_at_liquidation_usd_e8"] = m.loan_usd_e8_of(borrowed)
