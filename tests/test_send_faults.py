@@ -440,7 +440,8 @@ async def test_a_slow_rpc_never_piles_up_cycles_and_a_stop_is_prompt(chain, make
     # no pile-up of tasks: a cycle's concurrent reads (each request also a task of the
     # in-process proxy), the pending-update watcher and the reactions beside the loop, and no
     # more however long the node keeps being slow
-    assert max(tasks_seen) <= 32, tasks_seen
+    # (up to ~8 reads of a cycle in flight at once, two tasks each with the in-process proxy)
+    assert max(tasks_seen) <= 48, tasks_seen
     assert stopped_in < 10
     # nothing new is signed after the stop
     assert len(logs.events("liquidation_sent")) == sent_at_stop
