@@ -87,6 +87,8 @@ class Keeper:
         self.cycles = 0
         self.feeds = FeedMap()  # price feeds the adapters read -> the contracts their updates call
         self.pending: PendingWatcher | None = None  # pending oracle updates (started by run())
+        self._watched: set[str] = set()  # the sources in self.feeds (lowercase)
+        self._pending_refused = False  # the node cannot show pending transactions
         self._react_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.reactions = 0  # pending oracle updates acted on
@@ -359,8 +361,20 @@ class Keeper:
         except (TransientError, RpcError, BadResponseError) as e:
             self.log.warning("pending_unavailable", error=str(e), hint="the keeper reacts per block")
 
+    def _new_sources(self) -> list[str]:
+        return sorted({s for a in self.adapters.values() for s in a.oracle_sources()
+                       if s.lower() not in self._watched})
+
+    def follow_sources(self) -> None:
+        """After a cycle: feeds an adapter found since (a Morpho market created after
+        start-up) are added to the pending watch, beside the loop."""
+        if (not self.cfg.chain.watch_pending or self._pending_refused or self.stop_event.is_set()
+                or (self._watch_task is not None and not self._watch_task.done()) or not self._new_sources()):
+            return
+        self._watch_task = asyncio.create_task(self._watch_pending(), name="pending-setup")
+
     async def _start_pending(self) -> None:
-        sources = sorted({s for a in self.adapters.values() for s in a.oracle_sources()})
+        sources = self._new_sources()
         if not sources:
             return
         f = AGG.fn("aggregator") if "aggregator" in AGG.functions else abi.Function("aggregator", [], ["address"])
@@ -368,10 +382,16 @@ class Keeper:
         for src, (ok, data) in zip(sources, res):
             agg = abi.to_checksum(data[12:32]) if ok and len(data) == 32 and int.from_bytes(data, "big") else None
             self.feeds.add(src, agg)
+            self._watched.add(src.lower())
+        if self.pending is not None:
+            self.log.info("pending_watch", feeds=len(self.feeds), mode=self.pending.mode, added=len(sources))
+            return
+        self._pending_refused = True  # until the watcher has started: one attempt
         self.pending = PendingWatcher(self.rpc, self.log, targets=self.feeds.targets,
                                       poll_interval_s=self.cfg.chain.pending_poll_interval_s,
                                       ws_url=self.cfg.chain.ws_url)
         await self.pending.start()
+        self._pending_refused = False
         self._react_task = asyncio.create_task(self._react_loop(), name="oracle-reactions")
         self.log.info("pending_watch", feeds=len(self.feeds), mode=self.pending.mode)
 

@@ -151,6 +151,7 @@ class Engine:
                 self.outage.ok()
                 k._heartbeat(head, time.monotonic() - started)
                 k.after_cycle(head, time.monotonic() - started)
+                k.follow_sources()  # feeds of markets found since: into the pending watch
                 if self.once or (self.max_cycles is not None and k.cycles >= self.max_cycles):
                     return
                 backoff = poll

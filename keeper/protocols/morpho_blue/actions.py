@@ -124,7 +124,8 @@ class Actions:
 
     def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
         """Sized again on `book` (the swaps ranked before it applied): no I/O."""
-        found = self._candidates.get((opp.account,))
+        key = (opp.account,) if opp.behind is None else (opp.account, getattr(opp.behind, "hash", "pending"))
+        found = self._candidates.get(key)
         if found is None:
             return opp
         block, k = found

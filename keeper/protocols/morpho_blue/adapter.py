@@ -17,10 +17,17 @@ actions.py (sizing, encoding), views.py (read-back and display); this file does 
 
 One action per borrower and block (Opportunity.key is per account): a borrower liquidatable in
 several markets gets the best one now and the next one in a later block.
+
+Same-block reactions: for a market whose oracle is of the MorphoChainlinkOracle(V2) shape
+without vaults (price = SCALE_FACTOR * base feeds / quote feeds, floor) and whose price that
+formula reproduces from the block's feed answers (checked every block), a pending update of
+one of its feeds gives the market's next price: the positions of that market are re-priced at
+it and the liquidations it opens are sent right behind the update (react()).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ... import abi
@@ -30,10 +37,11 @@ from ...types import ChainLiquidation, Head, Opportunity
 from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as mm
 from .actions import Actions
-from .calls import (EV_CREATE_MARKET, EV_LIQUIDATE, F_ANSWER, F_DECIMALS, F_FEED_DECIMALS, F_MARKET, F_POSITION,
-                    F_PRICE, F_QUOTE_FEED, F_RATE, F_SYMBOL, NATIVE_SYMBOLS, POSITION_TOPICS)
+from .calls import (EV_CREATE_MARKET, EV_LIQUIDATE, F_ANSWER, F_DECIMALS, F_FEED_DECIMALS, F_MARKET,
+                    F_ORACLE_ADDRESSES, F_POSITION, F_PRICE, F_QUOTE_FEED, F_RATE, F_SCALE, F_SYMBOL, NATIVE_SYMBOLS,
+                    POSITION_TOPICS)
 from .config import MorphoBlueConfig, parse_config
-from .model import Candidate, Market, Position
+from .model import Candidate, Market, OracleFeeds, Position
 from .views import Views
 
 __all__ = ["Adapter", "MorphoBlueConfig", "parse_config"]
@@ -69,6 +77,8 @@ class Adapter(Actions, Views, BaseAdapter):
         self.next_ts = 0
         self._chain_liquidations: list[ChainLiquidation] = []
         self._candidates: dict[tuple[str, ...], tuple[int, Candidate]] = {}
+        self._oracle_answers: dict[str, int] = {}  # the oracles' feeds (lowercase) -> answer (signed)
+        self._oracle_warned: set[str] = set()
 
     # -- start-up ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,10 +182,13 @@ class Adapter(Actions, Views, BaseAdapter):
         for m in new:
             calls += [Call(m.loan_token, F_SYMBOL.encode()), Call(m.loan_token, F_DECIMALS.encode()),
                       Call(m.collateral_token, F_SYMBOL.encode()), Call(m.collateral_token, F_DECIMALS.encode()),
-                      Call(m.oracle, F_QUOTE_FEED.encode())]
+                      Call(m.oracle, F_QUOTE_FEED.encode()), Call(m.oracle, F_SCALE.encode()),
+                      *(Call(m.oracle, f.encode()) for f in F_ORACLE_ADDRESSES)]
+        n = 6 + len(F_ORACLE_ADDRESSES)
         res = await self.mc.run(calls, block)
         for i, m in enumerate(new):
-            (ok1, s1), (ok2, d1), (ok3, s2), (ok4, d2), (ok5, qf) = res[5 * i:5 * i + 5]
+            (ok1, s1), (ok2, d1), (ok3, s2), (ok4, d2), (ok5, qf), (ok6, sc) = res[n * i:n * i + 6]
+            m.oracle_feeds = _oracle_feeds(ok6, sc, res[n * i + 6:n * i + n])
             m.loan_symbol = _symbol(s1) if ok1 else m.loan_token[:10]
             m.loan_decimals = F_DECIMALS.decode_one(d1) if ok2 and len(d1) == 32 else 18
             m.collateral_symbol = _symbol(s2) if ok3 else m.collateral_token[:10]
@@ -199,10 +212,12 @@ class Adapter(Actions, Views, BaseAdapter):
         full = self.checked_at is None or head.number - self.checked_at >= self.cfg.full_check_blocks
         to_read = sorted(self.positions_by) if full else sorted(self.dirty)
         feeds = sorted(set(self._feed_decimals))
+        ofeeds = sorted({f for m in markets if m.oracle_feeds is not None for f in m.oracle_feeds.feeds})
         calls: list[Call] = []
         for m in markets:
             calls += [Call(self.cfg.morpho, F_MARKET.encode(bytes.fromhex(m.id[2:]))), Call(m.oracle, F_PRICE.encode())]
         calls += [Call(f, F_ANSWER.encode()) for f in feeds]
+        calls += [Call(f, F_ANSWER.encode()) for f in ofeeds]
         calls += [Call(self.cfg.morpho, F_POSITION.encode(bytes.fromhex(mid[2:]), who)) for mid, who in to_read]
         res = await self.mc.run(calls, head.number)
         for i, m in enumerate(markets):
@@ -219,6 +234,13 @@ class Adapter(Actions, Views, BaseAdapter):
             ans = int.from_bytes(data, "big") if ok and len(data) == 32 else 0
             self._feed_answers[f] = ans if 0 < ans < 2**255 else 0
         res = res[len(feeds):]
+        for f, (ok, data) in zip(ofeeds, res):
+            if ok and len(data) == 32:
+                self._oracle_answers[f.lower()] = int.from_bytes(data, "big", signed=True)
+            else:
+                self._oracle_answers.pop(f.lower(), None)
+        self._check_oracles(markets)
+        res = res[len(ofeeds):]
         for key, (ok, data) in zip(to_read, res):
             if not ok or len(data) != 96:
                 continue
@@ -286,40 +308,103 @@ class Adapter(Actions, Views, BaseAdapter):
         self.last_opportunities = list(best.values())
         return self.last_opportunities
 
-    def _unhealthy(self, ts: int) -> list[tuple[str, str]]:
+    def _unhealthy(self, ts: int, prices: dict[str, int] | None = None) -> list[tuple[str, str]]:
+        """The positions not healthy at block time ts: at the markets' prices, or, given
+        `prices` (market id -> price), only in those markets at those prices."""
         out = []
         accrued: dict[str, mm.MarketState] = {}
         for key, p in self.positions_by.items():
-            if p.borrow_shares == 0:
+            if p.borrow_shares == 0 or (prices is not None and key[0] not in prices):
                 continue
             m = self.markets.get(key[0])
-            if m is None or m.state is None or m.price <= 0:
+            price = m.price if m is not None and prices is None else (prices or {}).get(key[0], 0)
+            if m is None or m.state is None or price <= 0:
                 continue
             st = accrued.get(m.id)
             if st is None:
                 st = accrued[m.id] = m.accrued(ts)
-            if not mm.is_healthy(p.borrow_shares, p.collateral, st, m.price, m.lltv):
+            if not mm.is_healthy(p.borrow_shares, p.collateral, st, price, m.lltv):
                 out.append(key)
         return out
 
-    def _candidates_for(self, keys: list[tuple[str, str]], skips: list[Skip]) -> list[Candidate]:
+    def _candidates_for(self, keys: list[tuple[str, str]], skips: list[Skip], ts: int | None = None,
+                        prices: dict[str, int] | None = None) -> list[Candidate]:
         out = []
         for mid, who in keys:
             m, p = self.markets[mid], self.positions_by[(mid, who)]
-            if m.price_problem:
+            if m.price_problem and prices is None:
                 skips.append(Skip(who, "price_unavailable", {"market": m.label, "problem": m.price_problem}))
                 continue
-            st = m.accrued(self.next_ts)
-            hf = mm.health_factor_wad(p.borrow_shares, p.collateral, st, m.price, m.lltv)
+            price = m.price if prices is None else prices[mid]
+            st = m.accrued(self.next_ts if ts is None else ts)
+            hf = mm.health_factor_wad(p.borrow_shares, p.collateral, st, price, m.lltv)
             try:
-                mm.liquidate(st, p.borrow_shares, p.collateral, m.price, m.lltv, seized_assets=p.collateral)
+                mm.liquidate(st, p.borrow_shares, p.collateral, price, m.lltv, seized_assets=p.collateral)
                 underwater = True
             except mm.Overflow:
                 underwater = False
-            max_seize = p.collateral if underwater else mm.max_seizable(st, p.borrow_shares, p.collateral, m.price,
+            max_seize = p.collateral if underwater else mm.max_seizable(st, p.borrow_shares, p.collateral, price,
                                                                         m.lltv)
-            out.append(Candidate(m, who, p.borrow_shares, p.collateral, st, m.price, hf, max_seize, underwater))
+            out.append(Candidate(m, who, p.borrow_shares, p.collateral, st, price, hf, max_seize, underwater))
         return out
+
+    # -- same-block reaction to a pending oracle update ---------------------------------
+    def _check_oracles(self, markets: list[Market]) -> None:
+        """Whether each market's oracle formula over the block's feed answers gives the
+        oracle's own price (then a pending answer can be turned into the next price)."""
+        for m in markets:
+            of = m.oracle_feeds
+            m.oracle_exact = of is not None and m.price > 0 and of.price(self._oracle_answers) == m.price
+            if of is not None and not m.oracle_exact and m.price > 0 and m.id not in self._oracle_warned:
+                self._oracle_warned.add(m.id)
+                self.log.warning("morpho_oracle_not_reproduced", market=m.label, oracle=m.oracle,
+                                 hint="no same-block reaction for this market; it is handled per block")
+
+    def oracle_sources(self) -> set[str]:
+        """The feeds the markets' oracles read (for oracles of the feeds-only shape)."""
+        return {f for m in self.markets.values() if m.oracle_feeds is not None for f in m.oracle_feeds.feeds}
+
+    async def react(self, head: Head, answers: dict[str, int], trigger: Any) -> list[Opportunity]:
+        """The liquidations a pending oracle update opens: `answers` maps feeds (lowercase) to
+        the answer the pending transaction sets. Each market whose oracle reads a moved feed
+        (and whose formula was exact at the last block) gets its price at the new answers; its
+        positions are checked at the next block's time and the liquidatable ones sized as in
+        a block, carrying the trigger so the executor simulates them after it and sends them
+        right behind it. Nothing the block cycle keeps is changed."""
+        if not self.can_liquidate:
+            return []
+        merged = {**self._oracle_answers, **answers}
+        prices: dict[str, int] = {}
+        for m in self.markets.values():
+            of = m.oracle_feeds
+            if of is None or not m.oracle_exact or m.state is None or not any(f.lower() in answers for f in of.feeds):
+                continue
+            p = of.price(merged)
+            if p:
+                prices[m.id] = p
+        if not prices:
+            return []
+        ts = head.timestamp + self.block_time_s
+        keys = self._unhealthy(ts, prices)
+        if not keys:
+            return []
+        book = await self.swaps.book(head.number) if self.swaps is not None else None
+        # from here on no await: the block cycle never sees the pending price
+        skips: list[Skip] = []
+        tag = getattr(trigger, "hash", "pending")
+        best: dict[str, Opportunity] = {}
+        for k in self._candidates_for(keys, skips, ts, prices):
+            opp = self._size(head.number, k, book)
+            if isinstance(opp, str):
+                skips.append(Skip(k.borrower, opp, {"market": k.market.label}))
+                continue
+            cur = best.get(k.borrower)
+            if cur is None or opp.gross_profit_usd_e8 > cur.gross_profit_usd_e8:
+                best[k.borrower] = opp
+                self._candidates[(k.borrower, tag)] = (head.number, k)
+        self.log.info("oracle_update_reaction", tx=getattr(trigger, "hash", None), markets=len(prices),
+                      liquidatable=len(keys), opportunities=len(best), skipped=len(skips))
+        return [replace(o, behind=trigger) for o in best.values()]
 
     # -- prices -----------------------------------------------------------------------
     def _native_feed(self) -> str:
@@ -337,6 +422,19 @@ class Adapter(Actions, Views, BaseAdapter):
         f = self._native_feed()
         ans = self._feed_answers.get(f, 0) if f else 0
         return ans * 10**8 // 10 ** self._feed_decimals.get(f, 8) if ans else None
+
+
+def _oracle_feeds(ok_scale: bool, scale: bytes, addresses: list[tuple[bool, bytes]]) -> OracleFeeds | None:
+    """The oracle's feeds-only shape from SCALE_FACTOR and BASE_FEED_1/2, QUOTE_FEED_1/2,
+    BASE_VAULT, QUOTE_VAULT (a call that fails: not set); None for another shape or one with a
+    vault (its conversion rate is not followed)."""
+    if not ok_scale or len(scale) != 32 or not int.from_bytes(scale, "big"):
+        return None
+    got = [abi.to_checksum(d[12:32]) if ok and len(d) == 32 and int.from_bytes(d, "big") else "" for ok, d in addresses]
+    b1, b2, q1, q2, bv, qv = got
+    if bv or qv or not (b1 or q1):
+        return None
+    return OracleFeeds(int.from_bytes(scale, "big"), tuple(f for f in (b1, b2) if f), tuple(f for f in (q1, q2) if f))
 
 
 def _state_tuple(s: mm.MarketState) -> list[int]:

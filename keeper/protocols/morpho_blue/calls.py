@@ -17,6 +17,11 @@ F_POSITION = MORPHO.fn("position")  # (supplyShares, borrowShares, collateral)
 F_PARAMS = MORPHO.fn("idToMarketParams")
 F_PRICE = ORACLE.fn("price")
 F_QUOTE_FEED = ORACLE.fn("QUOTE_FEED_1")
+# MorphoChainlinkOracleV2's shape (the devnet's oracle has the _1 feeds and SCALE_FACTOR only:
+# a call that fails reads as "not set")
+F_SCALE = ORACLE.fn("SCALE_FACTOR")
+F_ORACLE_ADDRESSES = tuple(abi.Function(n, [], ["address"]) for n in (
+    "BASE_FEED_1", "BASE_FEED_2", "QUOTE_FEED_1", "QUOTE_FEED_2", "BASE_VAULT", "QUOTE_VAULT"))
 F_RATE = IRM.fn("borrowRateView")
 F_LIQUIDATE = LIQUIDATOR.fn("liquidate")
 EV_LIQUIDATED = LIQUIDATOR.event("MorphoLiquidated")

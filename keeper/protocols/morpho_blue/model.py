@@ -9,6 +9,33 @@ from typing import Any
 from . import math as mm
 
 
+@dataclass(frozen=True, slots=True)
+class OracleFeeds:
+    scale: int  # SCALE_FACTOR
+    base: tuple[str, ...]  # BASE_FEED_1, BASE_FEED_2 that are set (checksummed)
+    quote: tuple[str, ...]
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        return self.base + self.quote
+
+    def price(self, answers: dict[str, int]) -> int | None:
+        """The oracle's price at these feed answers (keys lowercase); None when one is
+        missing or negative (the oracle reverts on a negative answer)."""
+        num, den = self.scale, 1
+        for f in self.base:
+            a = answers.get(f.lower())
+            if a is None or a < 0:
+                return None
+            num *= a
+        for f in self.quote:
+            a = answers.get(f.lower())
+            if a is None or a < 0:
+                return None
+            den *= a
+        return num // den if den else None
+
+
 @dataclass(slots=True)
 class Market:
     id: str  # 0x + 64 hex, lowercase
@@ -28,6 +55,12 @@ class Market:
     price_problem: str | None = None
     rate: int = 0  # the IRM's borrow rate for the stored state (per second, WAD)
     loan_usd_e8: int = 0  # one whole loan token in USD e8 (0: unknown)
+    # the oracle as feeds (MorphoChainlinkOracle(V2) without vaults): price = SCALE_FACTOR *
+    # b1 * b2 / (q1 * q2), floor; None when the oracle is not of that shape. `oracle_exact`:
+    # that formula over the block's feed answers gave the oracle's own price() (checked
+    # every block), so a pending feed answer can be turned into the market's next price.
+    oracle_feeds: OracleFeeds | None = None
+    oracle_exact: bool = False
 
     @property
     def params(self) -> tuple[str, str, str, str, int]:
