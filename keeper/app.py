@@ -373,16 +373,24 @@ class Keeper:
             return
         self._watch_task = asyncio.create_task(self._watch_pending(), name="pending-setup")
 
-    async def _start_pending(self) -> None:
+    async def map_sources(self) -> list[str]:
+        """Every feed the adapters read and not yet mapped, mapped to the contract its updates
+        call (a Chainlink proxy's aggregator(), else the feed itself); returns them."""
         sources = self._new_sources()
         if not sources:
-            return
+            return []
         f = AGG.fn("aggregator") if "aggregator" in AGG.functions else abi.Function("aggregator", [], ["address"])
         res = await self.mc.run([Call(src, f.encode()) for src in sources])
         for src, (ok, data) in zip(sources, res):
             agg = abi.to_checksum(data[12:32]) if ok and len(data) == 32 and int.from_bytes(data, "big") else None
             self.feeds.add(src, agg)
             self._watched.add(src.lower())
+        return sources
+
+    async def _start_pending(self) -> None:
+        sources = await self.map_sources()
+        if not sources:
+            return
         if self.pending is not None:
             self.log.info("pending_watch", feeds=len(self.feeds), mode=self.pending.mode, added=len(sources))
             return

@@ -181,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--source-rpc", required=True, metavar="URL", help="the chain to replay (an archive node for old blocks)")
     rl.add_argument("--from-block", type=_int_in(0, 10**12), required=True, metavar="A", help="fork the source here")
     rl.add_argument("--to-block", type=_int_in(0, 10**12), required=True, metavar="B", help="replay up to this block")
+    rl.add_argument("--mempool", choices=["on", "off"], default="on",
+                    help="on: the keeper sees each oracle update while pending and can land in its block; off: per block")
     rl.add_argument("--json", action="store_true", help="one JSON document")
     rl.add_argument("--port", type=_int_in(0, 65535), default=0, help="the fork's port (default 0: a free one)")
     return p

@@ -1,6 +1,7 @@
 """`keeper replay`: a backtest. What would the keeper have captured in blocks [A, B] of a chain?
 
-    keeper replay --config FILE --source-rpc URL --from-block A --to-block B [--json] [--port P]
+    keeper replay --config FILE --source-rpc URL --from-block A --to-block B [--mempool on|off]
+                  [--json] [--port P]
 
 1. Fork the source at A (keeper/fork.py's ForkAnvil, automine off) and start the real keeper
    on the fork, live (its key from keeper.private_key_env; its address gets 10,000 ETH there),
@@ -12,10 +13,13 @@
    listed as not covered).
 3. Block by block, n = A+1..B: the source's oracle updates of block n are sent on the fork
    from their own senders (impersonated, priority fee 0: the keeper's sends of the block
-   before go first, as they were sent first), block n is mined with the source's timestamp
-   (the fork's block numbers stay the source's), and the keeper runs one cycle on it. Its
-   sends land in the next block. One more block (B+1) is mined at the end so the keeper's
-   sends from block B count.
+   before go first, as they were sent first). With --mempool on (the default) each update
+   is then handed to the keeper as the pending transaction it was (Keeper.react, as its
+   PendingWatcher would): the keeper re-prices the exposed accounts at the pending answer
+   and sends its liquidations right behind the update, into block n. Block n is mined with
+   the source's timestamp (the fork's block numbers stay the source's), and the keeper runs
+   one cycle on it; those sends land in the next block. One more block (B+1) is mined at the
+   end so the keeper's sends from block B count. --mempool off replays the per-block keeper.
 4. Each liquidation on the source (block L, the competitor's) is classified:
    - `ours`: the keeper liquidated that account on the fork in a block K < L
      (blocks_ahead = L - K > 0);
@@ -28,13 +32,16 @@
    Values are what each liquidation paid its liquidator, priced by the keeper's adapter at
    the fork's prices of that block.
 
-The keeper is the per-block keeper here: the source's mempool is not replayed, so its
-same-block reaction to pending oracle updates is not exercised; a liquidation the competitor
-made in the very block of the price move is therefore `raced` (the keeper is one block behind).
+A competitor in the very block of the price move is `raced` either way: with the mempool the
+keeper lands in that block too (blocks_ahead 0; who is first inside a block is the builder's
+order, which a fork cannot replay), without it one block later (-1). A competitor one block
+after the move is `ours` (+1) with the mempool and `raced` (0) without. Only the oracle
+updates are replayed: other pending transactions of the source's mempool are not known.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -112,25 +119,33 @@ def liquidation_sources(keeper: Any) -> tuple[list[tuple[str, Any, str, str]], l
 
 async def feed_targets(keeper: Any) -> set[str]:
     """Every address whose update moves a feed the adapters read (lowercase): the feed, or a
-    Chainlink proxy's aggregator()."""
-    from .multicall import Call
+    Chainlink proxy's aggregator() (the keeper's own mapping, as its pending watch uses)."""
+    await keeper.map_sources()
+    return set(keeper.feeds.targets()) | {s.lower() for a in keeper.adapters.values() for s in a.oracle_sources()}
 
-    sources = sorted({s for a in keeper.adapters.values() for s in a.oracle_sources()})
-    if not sources:
-        return set()
-    f = AGG.fn("aggregator") if "aggregator" in AGG.functions else abi.Function("aggregator", [], ["address"])
-    res = await keeper.mc.run([Call(src, f.encode()) for src in sources])
-    out = {s.lower() for s in sources}
-    for ok, data in res:
-        if ok and len(data) == 32 and int.from_bytes(data, "big"):
-            out.add(abi.to_checksum(data[12:32]).lower())
-    return out
+
+async def _react(keeper: Any, url: str, tx_hash: str) -> int:
+    """The keeper reacts to the update `tx_hash`, pending on the fork, as its PendingWatcher
+    would hand it over; waits for the sends it chose to be made. Returns 1 when it chose
+    liquidations to send behind it, else 0."""
+    from .oracles import PendingTx
+
+    await keeper.map_sources()  # feeds of markets found since
+    ptx = PendingTx.from_rpc(_local(url, "eth_getTransactionByHash", [tx_hash]))
+    if ptx is None:
+        return 0
+    before = keeper.reactions
+    await keeper.react(ptx)
+    if keeper.executor is not None and keeper.executor.tasks:
+        await asyncio.gather(*list(keeper.executor.tasks), return_exceptions=True)
+    return keeper.reactions - before
 
 
 # --- the replay --------------------------------------------------------------------------------
 
 async def replay(config_path: str | Path, source_url: str, from_block: int, to_block: int, *,
-                 environ: dict[str, str] | None = None, port: int = 0, log: Any = None) -> dict[str, Any]:
+                 environ: dict[str, str] | None = None, port: int = 0, log: Any = None,
+                 mempool: bool = True) -> dict[str, Any]:
     """Run the backtest; returns the report (see module docstring). The fork is always stopped."""
     from .app import Keeper
     from .config import load_config
@@ -185,7 +200,7 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
                 for lg in _logs(source_url, contract, topic0, a, b):
                     source_liqs.setdefault(int(lg["blockNumber"], 16), []).append((adapter, lg))
 
-        replayed, failed, misaligned = 0, [], []
+        replayed, failed, misaligned, reactions = 0, [], [], 0
         liqs: list[ChainLiquidation] = []
         for n in range(a, b + 2):
             blk = _source_call(source_url, "eth_getBlockByNumber", [hex(n), True]) if n <= b else None
@@ -195,6 +210,9 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
                     to = (tx.get("to") or "").lower()
                     if to in targets or tx["hash"].lower() in update_txs:
                         sent.append((tx["hash"], _send_update(url, tx)))
+                if mempool:
+                    for _src, h in sent:
+                        reactions += 1 if await _react(keeper, url, h) else 0
                 _local(url, "evm_setNextBlockTimestamp", [int(blk["timestamp"], 16)])
             _local(url, "evm_mine")
             if blk is not None:
@@ -221,7 +239,7 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
         extra = [lq for key, lq in captured.items() if key not in source_keys]
         return build_report(shown, chain_id, from_block, to_block, rows, extra, captured, not_covered,
                             replayed=replayed, failed=failed, misaligned=misaligned, address=address,
-                            took_s=time.monotonic() - t0)
+                            took_s=time.monotonic() - t0, mempool=mempool, reactions=reactions)
     finally:
         try:
             if keeper is not None:
@@ -275,6 +293,7 @@ def build_report(source: str, chain_id: int, a: int, b: int, rows: list[Row], ex
         "not_covered": not_covered,
         "oracle_updates_replayed": info.get("replayed", 0), "oracle_updates_failed": info.get("failed", []),
         "misaligned_blocks": info.get("misaligned", []), "keeper": info.get("address"),
+        "mempool": info.get("mempool", False), "reactions": info.get("reactions", 0),
         "took_s": round(info.get("took_s", 0.0), 2),
     }
 
@@ -283,7 +302,9 @@ def render(rep: dict[str, Any]) -> str:
     t = rep["totals"]
     lines = [f"replay of {rep['source']} blocks {rep['from_block']}..{rep['to_block']} (chain {rep['chain_id']}): "
              f"{rep['oracle_updates_replayed']} oracle updates replayed"
-             + (f", {len(rep['oracle_updates_failed'])} failed" if rep["oracle_updates_failed"] else ""),
+             + (f", {len(rep['oracle_updates_failed'])} failed" if rep["oracle_updates_failed"] else "")
+             + (f", mempool on ({rep['reactions']} reacted to while pending)" if rep.get("mempool")
+                else ", mempool off (per-block keeper)"),
              f"{'protocol':<18} {'account':<42} {'block':>8} {'class':<8} {'ours at':>8} {'ahead':>6} "
              f"{'value $':>12}  competitor"]
     for r in rep["liquidations"]:
@@ -309,6 +330,7 @@ def render(rep: dict[str, Any]) -> str:
 async def main(args: Any) -> int:
     if not args.source_rpc.lower().startswith(("http://", "https://")):
         raise ConfigError(f"--source-rpc: not an http(s) URL: {redact_url(args.source_rpc)}")
-    rep = await replay(args.config, args.source_rpc, args.from_block, args.to_block, port=args.port)
+    rep = await replay(args.config, args.source_rpc, args.from_block, args.to_block, port=args.port,
+                       mempool=getattr(args, "mempool", "on") == "on")
     print(json.dumps(rep, indent=2) if args.json else render(rep), flush=True)
     return 0

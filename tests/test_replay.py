@@ -16,8 +16,10 @@ land in the next block. So, precisely:
 - `raced_user`: `raced`, the keeper's liquidation on the fork in M1+1, blocks_ahead = -1;
 - `late_user`: `ours`, the keeper in M1+1 = A+2, blocks_ahead = (A+4) - (A+2) = 2;
 - `late2`: `ours`, the keeper in M2+1 (the setAnswer's block + 1), blocks_ahead = its block - (M2+1).
-The same-block case is `raced` because the replayed keeper is the per-block one (the source's
-mempool is not replayed; see keeper/replay.py).
+That is the per-block keeper (--mempool off). With the mempool replayed (the default), the
+keeper reacts to each pending update and lands in the move's own block: `raced_user` is
+`raced` with blocks_ahead 0 (same block: a tie goes to the competitor), `late_user` `ours` by 3,
+`late2` `ours` by its block - M2.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ async def test_replay_of_devnet_history_reports_raced_and_ours(chain, monkeypatc
 
     monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)  # the keeper signs with the config's key variable
     port = free_port()
-    rep = await replay(DEVNET_CONFIG, chain.url, a, b, environ=env_for(chain), port=port)
+    rep = await replay(DEVNET_CONFIG, chain.url, a, b, environ=env_for(chain), port=port, mempool=False)
     print(render(rep))
 
     # the fork is gone, the source untouched
@@ -164,6 +166,22 @@ async def test_replay_of_devnet_history_reports_raced_and_ours(chain, monkeypatc
     assert t["competitor_value_usd"] > 0 and 0 < t["ours_value_usd"] < t["competitor_value_usd"]
     assert t["keeper_value_usd"] >= t["ours_value_usd"]
     assert rep["not_covered"] == []
+    assert (rep["mempool"], rep["reactions"]) == (False, 0)
+
+    # the same history with the mempool replayed: the keeper sees each update while pending and
+    # lands right behind it, in the move's own block
+    rep = await replay(DEVNET_CONFIG, chain.url, a, b, environ=env_for(chain), port=free_port(), mempool=True)
+    print(render(rep))
+    assert rep["mempool"] and rep["reactions"] == 2  # it sent behind both updates
+    assert rep["misaligned_blocks"] == [] and rep["oracle_updates_failed"] == []
+    rows = {r["account"].lower(): r for r in rep["liquidations"]}
+    r = rows[raced_user.lower()]  # same block as the competitor: a tie, the competitor's
+    assert (r["class"], r["block"], r["our_block"], r["blocks_ahead"]) == ("raced", m1, m1, 0), r
+    r = rows[late_user.lower()]
+    assert (r["class"], r["block"], r["our_block"], r["blocks_ahead"]) == ("ours", late_block, m1, 3), r
+    r = rows[late2.lower()]
+    assert (r["class"], r["block"], r["our_block"], r["blocks_ahead"]) == ("ours", late2_block, m2, late2_block - m2), r
+    assert chain.call("eth_getBlockByNumber", ["latest", False])["hash"] == source_head["hash"]
 
 
 def test_replay_command_prints_the_table_and_json_of_a_quiet_range(chain, monkeypatch, capsys):
