@@ -137,8 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="one JSON document")
     fmt.add_argument("--csv", action="store_true", help="the actions as CSV")
 
-    dl = sub.add_parser("deploy-liquidator", help="deploy the flash-loan liquidator contract from the keeper's key")
+    dl = sub.add_parser("deploy-liquidator", help="deploy the keeper's own contracts (Aave FlashLiquidator, "
+                        "MorphoLiquidator, Maker TakeCallee) from the keeper's key")
     dl.add_argument("--config", required=True)
+    dl.add_argument("--protocol", action="append", metavar="NAME",
+                    help="only this [[protocols]] entry (repeatable; default: every enabled one that needs a contract)")
 
     d = sub.add_parser("demo", help="devnet up, seed, price shock, liquidate live, summary, shut down")
     d.add_argument("--borrowers", type=_int_in(1, MAX_BORROWERS), default=40)
@@ -324,9 +327,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .config import load_config
         from .deploy_liquidator import deploy_liquidator
 
-        addr = asyncio.run(deploy_liquidator(load_config(args.config)))
-        print(f"FlashLiquidator deployed at {addr}\nadd to the aave_v3 [[protocols]] entry:\n"
-              f'flash_liquidator = "{addr}"')
+        from .liquidators import describe
+
+        cfg = load_config(args.config)
+        for target, addr in deploy_liquidator(cfg, args.protocol):
+            print(describe(target, addr, cfg.keeper.address or "the keeper"), flush=True)
         return 0
     if args.cmd == "demo":
         from .demo import demo

@@ -11,9 +11,11 @@ source's chain id, so a config written for that chain works unchanged against it
 
 - `--fund ADDRESS` (default with --config: its keeper.address) gets 10,000 ETH on the fork and
   is impersonated (eth_sendTransaction from it needs no key on the fork).
-- `--deploy-liquidator` (needs --config) deploys contracts/FlashLiquidator.sol on the fork from
-  that impersonated address (so it owns it), one per enabled aave_v3 protocol of the config,
-  and prints the KEEPER_PROTOCOLS__<i>__FLASH_LIQUIDATOR overrides that point the keeper at them.
+- `--deploy-liquidator` (needs --config) deploys the keeper's own contracts on the fork from
+  that impersonated address (so it owns them), one per enabled protocol that needs one
+  (keeper/liquidators.py: an Aave pool's FlashLiquidator, the MorphoLiquidator, Maker's
+  TakeCallee), and prints the KEEPER_PROTOCOLS__<i>__<KEY> overrides (FLASH_LIQUIDATOR,
+  LIQUIDATOR, TAKE_CALLEE) that point the keeper at them.
 - Then it prints the environment for `keeper run` (KEEPER_RPC_URL / KEEPER_WS_URL of the fork,
   dry-run and live lines) and runs in the foreground until Ctrl-C, SIGTERM or SIGHUP, which
   stop anvil (exit 0), as `keeper devnet up` does; anvil also dies with this process if it is
@@ -203,44 +205,20 @@ def fund(url: str, address: str, wei: int = FUND_WEI) -> None:
     _local(url, "anvil_impersonateAccount", [address])
 
 
-def aave_targets(cfg: Any) -> list[tuple[int, str, str]]:
-    """(index in [[protocols]], name, pool addresses provider) of each enabled aave_v3 entry."""
+def deploy_liquidators(url: str, cfg: Any, owner: str) -> list[tuple[Any, str]]:
+    """The keeper's own contracts for each enabled protocol that needs one (keeper/liquidators.py:
+    Aave FlashLiquidator, MorphoLiquidator, Maker TakeCallee), sent from the impersonated
+    `owner` on the fork. Returns (liquidators.Target, address)."""
+    from . import abi, liquidators
+
+    def call(to: str, data: bytes) -> bytes:
+        out = _local(url, "eth_call", [{"to": to, "data": "0x" + data.hex()}, "latest"])
+        return bytes.fromhex(out[2:]) if isinstance(out, str) else b""
+
     out = []
-    for i, p in enumerate(cfg.raw.get("protocols", [])):
-        if isinstance(p, dict) and p.get("kind") == "aave_v3" and p.get("enabled", True):
-            out.append((i, str(p.get("name", f"protocols[{i}]")), str(p["pool_addresses_provider"])))
-    return out
-
-
-def deploy_liquidators(url: str, cfg: Any, owner: str) -> list[tuple[int, str, str]]:
-    """contracts/FlashLiquidator.sol for each enabled aave_v3 pool of `cfg` and its swap.router,
-    sent from the impersonated `owner` on the fork. Returns (protocol index, name, address)."""
-    from eth_abi import encode as abi_encode
-
-    from . import abi
-    from .solidity import compile_files
-
-    targets = aave_targets(cfg)
-    if not targets:
-        raise ConfigError("--deploy-liquidator: the config has no enabled aave_v3 protocol")
-    if cfg.swap.router is None:
-        raise ConfigError("--deploy-liquidator: swap.router is required (the Uniswap V3 SwapRouter address)")
-    source = REPO / "contracts" / "FlashLiquidator.sol"
-    if not source.is_file():
-        raise ConfigError("--deploy-liquidator: needs a source checkout (contracts/FlashLiquidator.sol)")
-    try:
-        art = compile_files([source])["FlashLiquidator"]
-    except RuntimeError as e:
-        raise ConfigError(f"contracts/FlashLiquidator.sol: cannot compile ({e}); run ./dev setup for solc") from None
-    get_pool = abi.load("AavePoolAddressesProvider").fn("getPool")
-    out = []
-    for index, name, provider in targets:
-        raw = _local(url, "eth_call", [{"to": provider, "data": "0x" + get_pool.encode().hex()}, "latest"])
-        if len(raw) < 66:
-            raise ConfigError(f"protocols[{index}] ({name}): no Aave pool addresses provider at {provider} on the fork")
-        pool = abi.to_checksum(get_pool.decode_one(bytes.fromhex(raw[2:])))
-        code = "0x" + art["bytecode"].removeprefix("0x") + abi_encode(["address", "address"], [pool, cfg.swap.router]).hex()
-        tx_hash = _local(url, "eth_sendTransaction", [{"from": owner, "data": code, "gas": hex(6_000_000)}])
+    for t in liquidators.targets(cfg, call, owner):
+        tx_hash = _local(url, "eth_sendTransaction", [{"from": owner, "data": t.code(liquidators.bytecode(t)),
+                                                       "gas": hex(8_000_000)}])
         rc = None
         for _ in range(600):
             rc = _local(url, "eth_getTransactionReceipt", [tx_hash])
@@ -249,8 +227,8 @@ def deploy_liquidators(url: str, cfg: Any, owner: str) -> list[tuple[int, str, s
             _local(url, "evm_mine")  # a fork with automine off
             time.sleep(0.05)
         if not rc or rc.get("status") != "0x1":
-            raise KeeperError(f"FlashLiquidator deployment for {name} failed on the fork ({tx_hash})")
-        out.append((index, name, abi.to_checksum(rc["contractAddress"])))
+            raise KeeperError(f"{t.contract} deployment for {t.name} failed on the fork ({tx_hash})")
+        out.append((t, abi.to_checksum(rc["contractAddress"])))
     return out
 
 
@@ -306,7 +284,7 @@ def up(args: Any) -> int:
 
         cfg = load_config(args.config)
     if args.deploy_liquidator and cfg is None:
-        raise ConfigError("--deploy-liquidator needs --config FILE (its Aave pools and swap.router)")
+        raise ConfigError("--deploy-liquidator needs --config FILE (its protocols and swap.router)")
     who = _checked_address(args.fund, "--fund") if args.fund else (cfg.keeper.address if cfg else None)
     if args.deploy_liquidator and who is None:
         raise ConfigError("--deploy-liquidator needs an owner: --fund ADDRESS or keeper.address in the config")
@@ -346,19 +324,19 @@ def up(args: Any) -> int:
 
 
 def _print_env(url: str, source: str, block: int, chain_id: int, who: str | None,
-               deployed: list[tuple[int, str, str]], cfg: Any, config_path: str | None, took: float) -> None:
+               deployed: list[tuple[Any, str]], cfg: Any, config_path: str | None, took: float) -> None:
     ws = "ws://" + url.removeprefix("http://")
     print(f"fork of {source} at block {block} (chain id {chain_id}) ready on {url} in {took:.2f}s")
     if who:
         print(f"funded with {FUND_WEI // 10**18:,} ETH and impersonated: {who}")
-    for index, name, addr in deployed:
-        print(f"FlashLiquidator for {name} deployed at {addr} (owner {who})")
+    for t, addr in deployed:
+        print(f"{t.contract} for {t.name} deployed at {addr} (owner {who})")
     print("anvil's test accounts (mnemonic \"test test ... junk\") also hold 10,000 ETH each")
     print("point the keeper at the fork:")
     print(f"  export KEEPER_RPC_URL={url}")
     print(f"  export KEEPER_WS_URL={ws}")
-    for index, name, addr in deployed:
-        print(f"  export KEEPER_PROTOCOLS__{index}__FLASH_LIQUIDATOR={addr}")
+    for t, addr in deployed:
+        print(f"  export KEEPER_PROTOCOLS__{t.index}__{t.key.upper()}={addr}")
     conf = config_path or "FILE"
     print(f"  keeper run --config {conf} --dry-run   # simulates and logs, sends nothing, needs no key")
     print(f"  keeper run --config {conf}             # live on the fork: signs locally with the key in "
