@@ -1,15 +1,20 @@
 """`keeper risk`: where every tracked position breaks, and how much debt (and keeper bonus)
-each step of price drop opens, per asset.
+each step of price drop (or, for perps shorts, of price rise) opens, per asset.
 
 Per position and per collateral price feed (others held): the liquidation price, in the
-feed's own units (the adapters solve it by integer bisection on their exact health models:
-liquidatable at that answer, not one step above it), the distance to it in %, the debt then
-liquidatable, the loss potential (debt above the collateral's value at that price) and the
-bonus one liquidation would pay. Per asset (collateral symbol): for each step of drop
-(1% .. 50% by default) the debt that is liquidatable and the bonus, summed over positions
-whose liquidation price is at or above that drop. Covered: Aave V3 (local health model),
-Morpho Blue and Maker vaults (barkable once the Spotter is poked at that answer); perps are
-listed under `not_covered`.
+feed's own units (the adapters solve it by integer search on their exact health models:
+liquidatable at that answer, not one feed step on the safe side of it), the distance to it
+in %, the debt then liquidatable, the loss potential (debt above the collateral's value at
+that price) and the bonus one liquidation would pay. Per asset (collateral symbol): for each
+step of drop (1% .. 50% by default) the debt that is liquidatable and the bonus, summed over
+positions whose liquidation price is at or above that drop (`assets`); and for the rows that
+break on a rise (direction "up") the same by step of rise (`assets_rise`, liquidation price
+at or below that rise). Covered: Aave V3 (local health model), Morpho Blue and Maker vaults
+(barkable once the Spotter is poked at that answer) and Synthetix-v3-style perps (one row per
+account and open market, on the market's price feed; a long breaks on a drop, direction
+"down", a short on a rise, direction "up", distance > 0; debt = the position's notional, loss
+= the insurance fund's shortfall, bonus = the keeper's flag reward; keeper/protocols/perps/
+views.py). Other kinds are listed under `not_covered`.
 
 Integers throughout (USD e8, feed answers); floats only in the table and the distances.
 """
@@ -17,14 +22,13 @@ Integers throughout (USD e8, feed answers); floats only in the table and the dis
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from typing import Any, Iterable
 
 from . import abi
 from .multicall import Call
 
 DEFAULT_STEPS = tuple(range(1, 51))
+COVERED = ("aave_v3", "morpho_blue", "maker", "synthetix_perps")
 
 
 def png_path(text: str) -> str:
@@ -113,54 +117,141 @@ async def _aave_feeds_agree(adapter: Any, block: int) -> dict[str, bool]:
     return {r.symbol: ok and len(d) == 32 and int.from_bytes(d, "big") == r.price for r, (ok, d) in zip(rs, res)}
 
 
+async def _perps_feeds(adapter: Any, block: int, known: dict[str, str]) -> dict[int, tuple[str, int, int, str]]:
+    """market id -> (feed, scale, answer, asset) for markets whose getPriceFeed(id) is a
+    Chainlink-style feed (decimals <= 18, positive latestAnswer): the market's index price is
+    answer * scale, scale = 10**(18 - decimals). asset: the name the other protocols' rows use
+    for that feed (known: feed address, lower case -> asset), else the base of the feed's
+    description ("WETH / USD" -> "WETH"), else the market symbol. Markets whose feed does not
+    answer these are left out (their rows are in wad index prices)."""
+    AGG = abi.load("ChainlinkAggregator")
+    f_feed = abi.load("PerpsMarket").fn("getPriceFeed")
+    f_desc = abi.Function("description", [], ["string"])
+    markets = list(adapter.markets)
+    if not markets:
+        return {}
+    res = await adapter.mc.run([Call(adapter.market, f_feed.encode(m.id)) for m in markets], block)
+    feed_of = {m.id: abi.to_checksum(d[12:32]) for m, (ok, d) in zip(markets, res)
+               if ok and len(d) == 32 and int.from_bytes(d, "big") != 0}
+    feeds = sorted(set(feed_of.values()))
+    if not feeds:
+        return {}
+    calls = [Call(f, fn.encode()) for f in feeds for fn in (AGG.fn("decimals"), AGG.fn("latestAnswer"), f_desc)]
+    res = await adapter.mc.run(calls, block)
+    info: dict[str, tuple[int, int, str]] = {}
+    for i, f in enumerate(feeds):
+        (ok_d, dec), (ok_a, ans), (ok_s, desc) = res[3 * i:3 * i + 3]
+        if not (ok_d and ok_a and len(dec) == 32 and len(ans) == 32):
+            continue
+        decimals, answer = int.from_bytes(dec, "big"), int.from_bytes(ans, "big")
+        if decimals > 18 or not 0 < answer < 2**255:
+            continue
+        name = ""
+        if ok_s and desc:
+            try:
+                text = f_desc.decode_one(desc)
+            except Exception:
+                text = ""
+            base, sep, quote = str(text).partition(" / ")
+            if sep and quote.strip().upper() == "USD" and base.strip():
+                name = base.strip()
+        info[f] = (10 ** (18 - decimals), answer, name)
+    out = {}
+    for m in markets:
+        f = feed_of.get(m.id)
+        if f in info:
+            scale, answer, name = info[f]
+            out[m.id] = (f, scale, answer, known.get(f.lower()) or name or m.symbol)
+    return out
+
+
 async def collect(keeper: Any, head: Any, ts: int | None = None) -> list[dict[str, Any]]:
     """Every covered adapter's per-position rows at block time ts (default: the next
-    block's, as the keeper prices), after keeper.gather(head) refreshed them."""
+    block's, as the keeper prices), after keeper.gather(head) refreshed them. Perps rows come
+    last: their asset is the name the other protocols use for the same feed."""
     rows: list[dict[str, Any]] = []
+    known: dict[str, str] = {}  # feed address (lower case) -> asset name, for the perps rows
+    perps = []
     for a in keeper.adapters.values():
         t = ts if ts is not None else head.timestamp + a.block_time_s
         if a.kind == "aave_v3":
             agree = await _aave_feeds_agree(a, head.number)
+            for r in a.reserves:
+                if r.price_source and int(r.price_source, 16):
+                    known.setdefault(r.price_source.lower(), r.symbol)
             for r in a.liquidation_prices(t):
                 r["price_units"] = "feed" if agree.get(r["asset"]) else "oracle"
                 rows.append(r)
         elif a.kind == "morpho_blue":
-            rows.extend(a.liquidation_prices(t, await _morpho_oracles(a, head.number)))
+            oracles = await _morpho_oracles(a, head.number)
+            rows.extend(a.liquidation_prices(t, oracles))
+            for mid, (_, feed, _, _) in oracles.items():
+                if mid in a.markets:
+                    known.setdefault(feed.lower(), a.markets[mid].collateral_symbol)
         elif a.kind == "maker":
-            rows.extend(a.liquidation_prices(t, await _maker_pips(a, head.number)))
+            pips = await _maker_pips(a, head.number)
+            rows.extend(a.liquidation_prices(t, pips))
+            for name, (feed, _, _, _) in pips.items():
+                if feed and name in a.ilks:
+                    known.setdefault(feed.lower(), a.ilks[name].gem_symbol)
+        elif a.kind == "synthetix_perps":
+            perps.append((a, t))
+    for a, t in perps:
+        rows.extend(a.liquidation_prices(t, await _perps_feeds(a, head.number, known)))
     return rows
 
 
 def not_covered(keeper: Any) -> list[str]:
-    return sorted(n for n, a in keeper.adapters.items() if a.kind not in ("aave_v3", "morpho_blue", "maker"))
+    return sorted(n for n, a in keeper.adapters.items() if a.kind not in COVERED)
+
+
+def _points(rs: list[dict[str, Any]], steps: Iterable[int], key: str, hit_at: Any) -> list[dict[str, Any]]:
+    pts = []
+    for k in (0, *steps):
+        hit = [r for r in rs if hit_at(r, k)]
+        pts.append({key: k, "positions": len(hit),
+                    "debt_usd_e8": sum(r.get("debt_at_liquidation_usd_e8", r["debt_usd_e8"]) for r in hit),
+                    "bonus_usd_e8": sum(r.get("bonus_usd_e8", 0) for r in hit)})
+    return pts
+
+
+def _by_asset(rows: Iterable[dict[str, Any]], up: bool) -> dict[str, list[dict[str, Any]]]:
+    by_asset: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("liquidation_price") is None or (r.get("direction") == "up") != up:
+            continue
+        by_asset.setdefault(r["asset"], []).append(r)
+    return dict(sorted(by_asset.items()))
 
 
 def curve(rows: Iterable[dict[str, Any]], steps: Iterable[int] = DEFAULT_STEPS) -> dict[str, list[dict[str, Any]]]:
     """asset -> [{drop_pct, positions, debt_usd_e8, bonus_usd_e8}] for 0 and each step: the
     positions liquidatable once that asset's price falls by drop_pct (those liquidatable now
-    included), with the debt and bonus at their liquidation prices."""
-    by_asset: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        if r.get("liquidation_price") is None:
-            continue
-        by_asset.setdefault(r["asset"], []).append(r)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for asset, rs in sorted(by_asset.items()):
-        pts = []
-        for k in (0, *steps):
-            # liquidatable at a drop of k%: liquidation price >= price * (100 - k) / 100
-            hit = [r for r in rs if r["liquidation_price"] * 100 >= r["price"] * (100 - k)]
-            pts.append({"drop_pct": k, "positions": len(hit),
-                        "debt_usd_e8": sum(r.get("debt_at_liquidation_usd_e8", r["debt_usd_e8"]) for r in hit),
-                        "bonus_usd_e8": sum(r.get("bonus_usd_e8", 0) for r in hit)})
-        out[asset] = pts
-    return out
+    included), with the debt and bonus at their liquidation prices. Rows that break on a rise
+    (direction "up": perps shorts) are left out: see rise_curve."""
+    steps = tuple(steps)
+    # liquidatable at a drop of k%: liquidation price >= price * (100 - k) / 100
+    return {asset: _points(rs, steps, "drop_pct", lambda r, k: r["liquidation_price"] * 100 >= r["price"] * (100 - k))
+            for asset, rs in _by_asset(rows, up=False).items()}
+
+
+def rise_curve(rows: Iterable[dict[str, Any]], steps: Iterable[int] = DEFAULT_STEPS) -> dict[str, list[dict[str, Any]]]:
+    """asset -> [{rise_pct, positions, debt_usd_e8, bonus_usd_e8}] for 0 and each step, over
+    the rows with direction "up" only (perps shorts, which break as the price rises): the
+    positions liquidatable once that asset's price rises by rise_pct (those liquidatable now
+    included), with the debt (position notional) and bonus at their liquidation prices."""
+    steps = tuple(steps)
+    # liquidatable at a rise of k%: liquidation price <= price * (100 + k) / 100
+    return {asset: _points(rs, steps, "rise_pct", lambda r, k: r["liquidation_price"] * 100 <= r["price"] * (100 + k))
+            for asset, rs in _by_asset(rows, up=True).items()}
 
 
 def document(block: int, rows: list[dict[str, Any]], steps: Iterable[int], uncovered: list[str]) -> dict[str, Any]:
-    # nearest liquidation first (distances are <= 0), the positions with none last
-    rows = sorted(rows, key=lambda r: -r["distance_pct"] if r.get("distance_pct") is not None else float("inf"))
-    return {"block": block, "positions": rows, "assets": curve(rows, steps), "not_covered": uncovered}
+    # nearest liquidation first (|distance|: below the price for drops, above it for rises), the positions with none last
+    rows = sorted(rows, key=lambda r: abs(r["distance_pct"]) if r.get("distance_pct") is not None else float("inf"))
+    steps = tuple(steps)
+    return {"block": block, "positions": rows, "assets": curve(rows, steps), "assets_rise": rise_curve(rows, steps),
+            "not_covered": uncovered}
 
 
 def _usd(e8: int | None) -> str:
@@ -178,17 +269,20 @@ def table(doc: dict[str, Any], limit: int = 30) -> str:
                      f"{'-' if lp is None else lp:>14} {'-' if dist is None else f'{dist:.2f}':>8} "
                      f"{_usd(r.get('debt_at_liquidation_usd_e8', r['debt_usd_e8'])):>14} "
                      f"{_usd(r.get('loss_usd_e8')):>12} {_usd(r.get('bonus_usd_e8')):>12}")
-    for asset, pts in doc["assets"].items():
-        lines.append("")
-        lines.append(f"{asset}: debt liquidatable and keeper bonus by price drop (others held)")
-        lines.append(f"{'drop %':>7} {'positions':>9} {'debt':>16} {'bonus':>14}")
-        last = None
-        for p in pts:
-            key = (p["positions"], p["debt_usd_e8"])
-            if key == last and p["drop_pct"] % 10:
-                continue  # unchanged rows are left out (every 10% shown)
-            last = key
-            lines.append(f"{-p['drop_pct']:>7} {p['positions']:>9} {_usd(p['debt_usd_e8']):>16} {_usd(p['bonus_usd_e8']):>14}")
+    for title, key, sign, curves in (("drop", "drop_pct", -1, doc["assets"]),
+                                     ("rise", "rise_pct", 1, doc.get("assets_rise", {}))):
+        for asset, pts in curves.items():
+            lines.append("")
+            lines.append(f"{asset}: debt liquidatable and keeper bonus by price {title} (others held)")
+            lines.append(f"{title + ' %':>7} {'positions':>9} {'debt':>16} {'bonus':>14}")
+            last = None
+            for p in pts:
+                row_key = (p["positions"], p["debt_usd_e8"])
+                if row_key == last and p[key] % 10:
+                    continue  # unchanged rows are left out (every 10% shown)
+                last = row_key
+                pct = f"{sign * p[key]:+d}" if p[key] else "0"
+                lines.append(f"{pct:>7} {p['positions']:>9} {_usd(p['debt_usd_e8']):>16} {_usd(p['bonus_usd_e8']):>14}")
     if doc["not_covered"]:
         lines.append("")
         lines.append(f"not covered by risk yet: {', '.join(doc['not_covered'])}")
@@ -196,52 +290,22 @@ def table(doc: dict[str, Any], limit: int = 30) -> str:
 
 
 # -- PNG chart (stdlib only: zlib + struct) ---------------------------------------------
-COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+def png(doc: dict[str, Any], width: int = 720, height: int = 400) -> bytes:
+    """The chart (keeper/chart.py): x = the asset's price move in % (drops left of 0, rises
+    right of it), y = the debt liquidatable (USD) at that move, one line per asset for the
+    positions that break on a drop (`assets`) and one per asset for those that break on a rise
+    (`assets_rise`, perps shorts), others held."""
+    from .chart import line_chart
 
-
-def png(doc: dict[str, Any], width: int = 640, height: int = 360) -> bytes:
-    """A line chart: x = price drop 0..max step, y = debt liquidatable (USD), one line per
-    asset (colors in COLORS order of doc['assets']), on a white background with axes and a
-    light grid every 10%. No text (stdlib only): the JSON and the table carry the numbers."""
-    px = [[(255, 255, 255)] * width for _ in range(height)]
-    ml, mr, mt, mb = 40, 10, 10, 30
-    w, h = width - ml - mr, height - mt - mb
-    series = list(doc["assets"].items())
-    max_x = max((p["drop_pct"] for _, pts in series for p in pts), default=50) or 1
-    max_y = max((p["debt_usd_e8"] for _, pts in series for p in pts), default=0) or 1
-
-    def put(x: int, y: int, c: tuple[int, int, int]) -> None:
-        if 0 <= x < width and 0 <= y < height:
-            px[y][x] = c
-
-    for k in range(0, max_x + 1, 10):
-        x = ml + k * w // max_x
-        for y in range(mt, mt + h):
-            put(x, y, (225, 225, 225))
-    for x in range(ml, ml + w + 1):
-        put(x, mt + h, (0, 0, 0))
-    for y in range(mt, mt + h + 1):
-        put(ml, y, (0, 0, 0))
-    for i, (_, pts) in enumerate(series):
-        c = COLORS[i % len(COLORS)]
-        xy = [(ml + p["drop_pct"] * w // max_x, mt + h - p["debt_usd_e8"] * h // max_y) for p in pts]
-        for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
-            n = max(abs(x1 - x0), abs(y1 - y0), 1)
-            for s in range(n + 1):
-                x, y = x0 + (x1 - x0) * s // n, y0 + (y1 - y0) * s // n
-                for dx in (0, 1):
-                    for dy in (0, 1):
-                        put(x + dx, y + dy, c)
-        for j in range(12):  # legend swatch
-            for k in range(6):
-                put(ml + 10 + i * 20 + j % 12, mt + 5 + k, c)
-    raw = b"".join(b"\x00" + bytes(v for p in row for v in p) for row in px)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    series: list[tuple[str, list[tuple[float, float]]]] = []
+    for asset, pts in doc.get("assets", {}).items():
+        series.append((asset, [(-p["drop_pct"], p["debt_usd_e8"] / 1e8) for p in pts]))
+    for asset, pts in doc.get("assets_rise", {}).items():
+        series.append((f"{asset} (rise)", [(p["rise_pct"], p["debt_usd_e8"] / 1e8) for p in pts]))
+    block = doc.get("block")
+    return line_chart(series, title="Debt liquidatable by price move" + (f" (block {block})" if block else ""),
+                      x_label="price of the asset, % from now (others held)", y_label="debt liquidatable (USD)",
+                      width=width, height=height, x_format=lambda v: f"{v:+.0f}%" if v else "0%")
 
 
 async def main(args: Any) -> int:
@@ -267,6 +331,6 @@ async def main(args: Any) -> int:
     else:
         print(table(doc, args.limit))
         if args.png:
-            print(f"\nchart: {args.png} (debt liquidatable by price drop, one line per asset: "
-                  f"{', '.join(doc['assets'])})")
+            print(f"\nchart: {args.png} (debt liquidatable by price move, one line per asset and direction: "
+                  f"{', '.join(list(doc['assets']) + [a + ' (rise)' for a in doc.get('assets_rise', {})])})")
     return 0

@@ -29,6 +29,7 @@ from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
 from ..base import BaseAdapter, Skip, log_chunks, require_code
 from . import math as pm
+from . import views
 
 
 MARKET = abi.load("PerpsMarket")
@@ -527,6 +528,11 @@ class Adapter(BaseAdapter):
             if m.symbol.upper() in NATIVE_SYMBOLS and m.price > 0:
                 return m.price // USD_E8_PER_WAD
         return None
+
+    def liquidation_prices(self, ts: int, feeds: dict[int, tuple[str, int, int, str]] | None = None
+                           ) -> list[dict[str, Any]]:
+        """keeper risk: per account and open market, where it breaks (views.liquidation_prices)."""
+        return views.liquidation_prices(self, ts, feeds)
 
     def symbol(self, market_id: int) -> str:
         return next((m.symbol for m in self.markets if m.id == market_id), str(market_id))
