@@ -6,11 +6,14 @@
 1. Fork the source at A (keeper/fork.py's ForkAnvil, automine off) and start the real keeper
    on the fork, live (its key from keeper.private_key_env; its address gets 10,000 ETH there),
    with no store, no journal of the operator's (a temporary one) and no HTTP server.
-2. The oracle updates of the range, read from the source: every transaction in A+1..B that
-   calls a feed the config's protocols read (the adapters' oracle_sources(), a proxy's
-   aggregator()), or that made one of them emit AnswerUpdated. The liquidations of the range:
-   the source's Aave V3 LiquidationCall and Morpho Blue Liquidate events (other kinds are
-   listed as not covered).
+2. The price updates of the range, read from the source: every transaction in A+1..B that
+   calls a contract whose transactions move a price the config's protocols act on (the
+   adapters' price_update_targets(): feeds, a Maker Spotter and pips; a proxy's aggregator();
+   a pip's src() feed), or that made one of them emit AnswerUpdated. The liquidations of the range:
+   the logs each adapter builds its records of on-chain liquidations from
+   (ProtocolAdapter.liquidation_log_filter / liquidations_from_logs: Aave V3 LiquidationCall,
+   Morpho Blue Liquidate, Maker Bark and Take, perps flags and liquidation attempts); an
+   adapter without them is listed as not covered.
 3. Block by block, n = A+1..B: the source's oracle updates of block n are sent on the fork
    from their own senders (impersonated, priority fee 0: the keeper's sends of the block
    before go first, as they were sent first). With --mempool on (the default) each update
@@ -59,7 +62,7 @@ from .types import ChainLiquidation
 
 MAX_BLOCKS = 20_000
 LOG_CHUNK = 2_000
-AGG = abi.load("ChainlinkAggregator")
+F_SRC = abi.Function("src", [], ["address"])  # a Maker pip's (AggregatorPip, OSM) source
 
 
 def _answer_updated_topic() -> str:
@@ -89,39 +92,47 @@ def _usd(e8: int | None) -> float | None:
 
 # --- what the source did -----------------------------------------------------------------------
 
-def _logs(url: str, address: list[str] | str, topic0: str, a: int, b: int) -> list[dict[str, Any]]:
+def _logs(url: str, address: list[str] | str, topic0s: list[str] | str, a: int, b: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     start = a
+    t0s = [topic0s] if isinstance(topic0s, str) else list(topic0s)
     while start <= b:
         end = min(b, start + LOG_CHUNK - 1)
         out += _source_call(url, "eth_getLogs", [{"address": address, "fromBlock": hex(start), "toBlock": hex(end),
-                                                  "topics": [topic0]}])
+                                                  "topics": [t0s]}])
         start = end + 1
     return sorted(out, key=lambda lg: (int(lg["blockNumber"], 16), int(lg.get("logIndex", "0x0"), 16)))
 
 
-def liquidation_sources(keeper: Any) -> tuple[list[tuple[str, Any, str, str]], list[str]]:
-    """(protocol name, adapter, contract, topic0) of each liquidation event read from the source,
-    and the names of the protocols not covered."""
-    from .protocols.aave_v3.adapter import EV_LIQUIDATION
-    from .protocols.morpho_blue.adapter import EV_LIQUIDATE
-
+def liquidation_sources(keeper: Any) -> tuple[list[tuple[str, Any, list[str], list[str]]], list[str]]:
+    """(protocol name, adapter, addresses, topic0s) of the logs each adapter builds its
+    liquidation records from (ProtocolAdapter.liquidation_log_filter), read from the source,
+    and the names of the protocols not covered (an empty filter)."""
     out, not_covered = [], []
     for name, a in keeper.adapters.items():
-        if a.kind == "aave_v3":
-            out.append((name, a, a.pool, EV_LIQUIDATION.topic0))
-        elif a.kind == "morpho_blue":
-            out.append((name, a, a.cfg.morpho, EV_LIQUIDATE.topic0))
+        addresses, topics = a.liquidation_log_filter()
+        if addresses and topics:
+            out.append((name, a, addresses, topics))
         else:
             not_covered.append(name)
     return out, not_covered
 
 
 async def feed_targets(keeper: Any) -> set[str]:
-    """Every address whose update moves a feed the adapters read (lowercase): the feed, or a
-    Chainlink proxy's aggregator() (the keeper's own mapping, as its pending watch uses)."""
+    """Every address whose transactions move a price the adapters act on (lowercase): their
+    price_update_targets() (feeds, a Maker Spotter and pips), a Chainlink proxy's aggregator()
+    (the keeper's own mapping, as its pending watch uses) and a pip's src() feed."""
+    from .multicall import Call
+
     await keeper.map_sources()
-    return set(keeper.feeds.targets()) | {s.lower() for a in keeper.adapters.values() for s in a.oracle_sources()}
+    targets = sorted({t for a in keeper.adapters.values() for t in a.price_update_targets()})
+    out = set(keeper.feeds.targets()) | {t.lower() for t in targets}
+    if targets:
+        res = await keeper.mc.run([Call(t, F_SRC.encode()) for t in targets])
+        for ok, data in res:
+            if ok and len(data) == 32 and int.from_bytes(data, "big"):
+                out.add(abi.to_checksum(data[12:32]).lower())
+    return out
 
 
 async def _react(keeper: Any, url: str, tx_hash: str) -> int:
@@ -191,14 +202,17 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
         # the source's history of the range
         a, b = from_block + 1, to_block
         update_txs: set[str] = set()
-        source_liqs: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+        source_logs: dict[int, list[tuple[Any, list[dict[str, Any]]]]] = {}
         if a <= b:
             if targets:
                 for lg in _logs(source_url, sorted(targets), _answer_updated_topic(), a, b):
                     update_txs.add(lg["transactionHash"].lower())
-            for name, adapter, contract, topic0 in sources:
-                for lg in _logs(source_url, contract, topic0, a, b):
-                    source_liqs.setdefault(int(lg["blockNumber"], 16), []).append((adapter, lg))
+            for name, adapter, addresses, topics in sources:
+                by_block: dict[int, list[dict[str, Any]]] = {}
+                for lg in _logs(source_url, addresses, topics, a, b):
+                    by_block.setdefault(int(lg["blockNumber"], 16), []).append(lg)
+                for n, lgs in by_block.items():
+                    source_logs.setdefault(n, []).append((adapter, lgs))
 
         replayed, failed, misaligned, reactions = 0, [], [], 0
         liqs: list[ChainLiquidation] = []
@@ -225,8 +239,8 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
             if got != n:
                 misaligned.append({"source_block": n, "fork_block": got})
             await keeper.cycle(await keeper.read_head())
-            for adapter, lg in source_liqs.get(n, []):  # priced by the adapter at this block's prices
-                liqs.append(adapter._chain_liquidation(lg))
+            for adapter, lgs in source_logs.get(n, []):  # priced by the adapter at this block's prices
+                liqs += adapter.liquidations_from_logs(lgs)
 
         ours = {x.lower() for x in keeper.adapters_addresses()}
         fork_liqs = [(lq, k) for lq, k, _w in keeper.classified]

@@ -213,3 +213,49 @@ def test_bad_replay_ranges_are_one_error_line_and_exit_2(chain, span, says, caps
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and says in err[0], err
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_replay_covers_maker_barks_and_perps_liquidations(chain, monkeypatch):
+    """History: WETH -20% (the feed, then the Spotter poked: both replayed, the Spotter poke
+    as a price update of Maker), three empty blocks, then a competitor barks an unsafe ETH-A
+    vault and liquidates a perps account it made eligible. The keeper on the fork (Maker and
+    perps only) barked and liquidated them right after the move: both `ours`."""
+    from keeper.devnet import free_port
+    from keeper.replay import render, replay
+
+    from .test_maker_keeper import DOG, ilk_id, unsafe_urns
+    from .test_maker_keeper import ext as maker_ext
+    from .test_perps_keeper import MARKET, can_liquidate, perps
+
+    a = chain.block_number()
+    set_price(chain.url, chain.dep, "WETH", get_price(chain.url, chain.dep, "WETH") * 80 // 100)
+    moved = chain.block_number()  # the feed, then the devnet's Spotter poke and pool arbitrage
+    mine(chain, 3)
+    urns = unsafe_urns(chain, "ETH-A")
+    accounts = [x["id"] for x in perps(chain)["accounts"] if can_liquidate(chain, x["id"])]
+    assert urns and accounts, (urns, accounts)
+    chain.call("anvil_setBalance", [RIVALS[0], hex(10**20)])
+    chain.send_as(RIVALS[0], maker_ext(chain)["dog"], DOG.fn("bark").encode(ilk_id("ETH-A"), urns[0], RIVALS[0]))
+    bark_block = chain.block_number()
+    chain.send_as(RIVALS[0], perps(chain)["market"], MARKET.fn("liquidate").encode(accounts[0]))
+    perps_block = chain.block_number()
+    mine(chain)
+    b = chain.block_number()
+
+    names = [p["name"] for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"]]
+    env = {"KEEPER_PRIVATE_KEY": KEEPER_KEY, **{f"KEEPER_PROTOCOLS__{i}__ENABLED": "true" if n in (
+        "maker-devnet", "perps-devnet") else "false" for i, n in enumerate(names)}}
+    monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)
+    rep = await replay(DEVNET_CONFIG, chain.url, a, b, environ=env, port=free_port())
+    print(render(rep))
+    assert rep["not_covered"] == [] and rep["oracle_updates_failed"] == [] and rep["misaligned_blocks"] == []
+    assert rep["oracle_updates_replayed"] >= 2  # the feed and the Spotter poke
+    rows = {(r["protocol"], r["account"].lower()): r for r in rep["liquidations"]}
+    bark = rows[("maker-devnet", urns[0].lower())]
+    assert (bark["class"], bark["block"], bark["competitor"].lower()) == ("ours", bark_block, RIVALS[0].lower()), bark
+    assert a < bark["our_block"] <= moved < bark_block and bark["blocks_ahead"] == bark_block - bark["our_block"]
+    liq = rows[("perps-devnet", str(accounts[0]))]
+    assert (liq["class"], liq["block"]) == ("ours", perps_block), liq
+    assert a < liq["our_block"] < perps_block
+    assert len(rep["liquidations"]) == 2  # the competitor's bark and perps liquidation, nothing else on the source

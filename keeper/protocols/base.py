@@ -125,8 +125,11 @@ class ProtocolAdapter(Protocol):
     def can_price_native(self) -> bool: ...
     def positions(self) -> list[dict[str, Any]]: ...
     def drain_liquidations(self) -> list[ChainLiquidation]: ...
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]]: ...
+    def liquidations_from_logs(self, logs: list[dict[str, Any]]) -> list[ChainLiquidation]: ...
     def liquidator_addresses(self) -> set[str]: ...
     def oracle_sources(self) -> set[str]: ...
+    def price_update_targets(self) -> set[str]: ...
     async def react(self, head: Head, answers: dict[str, int], trigger: Any) -> list[Opportunity]: ...
 
 
@@ -191,6 +194,16 @@ class BaseAdapter:
         call, from the events sync follows. Adapters that follow them override it."""
         return []
 
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]]:
+        """(addresses, topic0s) of every log this protocol's liquidation records are built
+        from (`keeper replay` reads them from another chain); ([], []): not covered."""
+        return [], []
+
+    def liquidations_from_logs(self, logs: list[dict[str, Any]]) -> list[ChainLiquidation]:
+        """The liquidation records of these logs (those the filter selects, whole
+        transactions, in block/log order), valued at the adapter's current prices."""
+        return []
+
     def liquidator_addresses(self) -> set[str]:
         """The keeper's own contracts that act in this protocol (lowercase)."""
         return set()
@@ -199,6 +212,11 @@ class BaseAdapter:
         """The price feeds this adapter reads (addresses): a pending transaction updating one
         of them is handed to react()."""
         return set()
+
+    def price_update_targets(self) -> set[str]:
+        """The contracts whose transactions move the prices this adapter acts on (`keeper
+        replay` replays the source's transactions to them): its oracle sources by default."""
+        return self.oracle_sources()
 
     async def react(self, head: Head, answers: dict[str, int], trigger: Any) -> list[Opportunity]:
         """The actions a pending oracle update opens (answers: feed address, lowercase ->

@@ -210,6 +210,13 @@ class Adapter(Actions, Views, BaseAdapter):
         if topic0 == EV_LIQUIDATION.topic0 and int(lg["blockNumber"], 16) > self.live_from:
             self._chain_liquidations.append(self._chain_liquidation(lg))
 
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]]:
+        return [self.pool], [EV_LIQUIDATION.topic0]
+
+    def liquidations_from_logs(self, logs: list[dict[str, Any]]) -> list[ChainLiquidation]:
+        return [self._chain_liquidation(lg) for lg in logs
+                if lg["topics"] and lg["topics"][0] == EV_LIQUIDATION.topic0 and lg["address"].lower() == self.pool.lower()]
+
     def _chain_liquidation(self, lg: dict[str, Any]) -> ChainLiquidation:
         ev = EV_LIQUIDATION.decode(lg)
         c, d = self.reserve(ev["collateralAsset"]), self.reserve(ev["debtAsset"])

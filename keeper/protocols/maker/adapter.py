@@ -568,6 +568,22 @@ class Adapter(BaseAdapter):
         self._liquidations = []
         return out
 
+    def price_update_targets(self) -> set[str]:
+        """The Spotter (poke: the Vat's spot follows the pip) and the ilks' pips (an OSM's
+        poke); keeper replay also follows a pip's src() feed."""
+        return {a for a in (self.spotter, *(k.pip for k in self.ilks.values())) if a and int(a, 16)}
+
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]]:
+        return ([self.vat] + [k.clipper for k in self.ilks.values()] + [self.cfg.dog],
+                [MOVE_TOPIC, EV_KICK.topic0, EV_BARK.topic0, EV_TAKE.topic0])
+
+    def liquidations_from_logs(self, logs: list[dict[str, Any]]) -> list[ChainLiquidation]:
+        by_clip = {k.clipper.lower(): k for k in self.ilks.values()}
+        found = _TxLiquidations()
+        for lg in logs:
+            self._on_liquidation_log(lg, by_clip, found)
+        return found.records
+
     def liquidator_addresses(self) -> set[str]:
         """The keeper's own contracts that appear as a liquidator (lowercase): the TakeCallee,
         the payer of flash-takes. (The keeper's address itself barks and takes with Vat DAI.)"""

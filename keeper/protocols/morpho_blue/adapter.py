@@ -149,6 +149,13 @@ class Adapter(Actions, Views, BaseAdapter):
         if topic0 == EV_LIQUIDATE.topic0 and int(lg["blockNumber"], 16) > (self.live_from or 0):
             self._chain_liquidations.append(self._chain_liquidation(lg))
 
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]]:
+        return [self.cfg.morpho], [EV_LIQUIDATE.topic0]
+
+    def liquidations_from_logs(self, logs: list[dict[str, Any]]) -> list[ChainLiquidation]:
+        return [self._chain_liquidation(lg) for lg in logs if lg["topics"] and lg["topics"][0] == EV_LIQUIDATE.topic0
+                and lg["address"].lower() == self.cfg.morpho.lower() and lg["topics"][1].lower() in self.markets]
+
     def _chain_liquidation(self, lg: dict[str, Any]) -> ChainLiquidation:
         ev = EV_LIQUIDATE.decode(lg)
         m = self.markets.get(lg["topics"][1].lower())

@@ -225,21 +225,18 @@ class Adapter(BaseAdapter):
         events and the reward token's Transfers (who was paid)."""
         before = len(self.accounts)
         market = self.market.lower()
-        usd = self.usd_token.lower() if self.usd_token else None
         addresses: str | list[str] = [self.market, self.usd_token] if self.usd_token else self.market
         t0s = [EV_SETTLED.topic0, EV_FLAGGED.topic0, EV_POSITION_LIQUIDATED.topic0, EV_ATTEMPT.topic0]
         if self.usd_token:
             t0s.append(EV_TRANSFER.topic0)
         async for last, logs in log_chunks(self.rpc, addresses, [t0s], self.synced_to + 1,
                                            head.number, self.chunk_blocks, self.log):
-            found: list[ChainLiquidation] = []
-            tx: _Tx = _Tx("")
+            rest = []
             for lg in logs:
                 topics = lg.get("topics") or []
-                src = str(lg.get("address", "")).lower()
                 if not topics:
                     continue
-                if src == market and topics[0] == EV_SETTLED.topic0:
+                if str(lg.get("address", "")).lower() == market and topics[0] == EV_SETTLED.topic0:
                     try:
                         ev = EV_SETTLED.decode(lg)
                     except Exception:
@@ -247,20 +244,35 @@ class Adapter(BaseAdapter):
                     acct, m = int(ev["accountId"]), int(ev["marketId"])
                     self.accounts.add(acct)
                     self.entries[(acct, m)] = int(ev["fillPrice"])
-                    continue
-                if src != market and src != usd:
-                    continue
-                try:
-                    if lg["transactionHash"] != tx.hash:
-                        tx = _Tx(lg["transactionHash"])
-                    c = self._on_liquidation_log(lg, src == market, tx)
-                except (KeyError, IndexError, TypeError, ValueError):
-                    raise BadResponseError("eth_getLogs: malformed perps liquidation log") from None
-                if c is not None:
-                    found.append(c)
+                else:
+                    rest.append(lg)
+            try:
+                found = self.liquidations_from_logs(rest)
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise BadResponseError("eth_getLogs: malformed perps liquidation log") from None
             self._liquidations += found  # only whole chunks: a failed chunk is read again
             self.synced_to = last
         return len(self.accounts) - before
+
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]]:
+        t0s = [EV_FLAGGED.topic0, EV_POSITION_LIQUIDATED.topic0, EV_ATTEMPT.topic0]
+        return ([self.market, self.usd_token] if self.usd_token else [self.market],
+                t0s + ([EV_TRANSFER.topic0] if self.usd_token else []))
+
+    def liquidations_from_logs(self, logs: list[dict[str, Any]]) -> list[ChainLiquidation]:
+        market, usd = self.market.lower(), (self.usd_token or "").lower()
+        out: list[ChainLiquidation] = []
+        tx = _Tx("")
+        for lg in logs:
+            src = str(lg.get("address", "")).lower()
+            if not lg.get("topics") or (src != market and src != usd):
+                continue
+            if lg["transactionHash"] != tx.hash:
+                tx = _Tx(lg["transactionHash"])
+            c = self._on_liquidation_log(lg, src == market, tx)
+            if c is not None:
+                out.append(c)
+        return out
 
     def _on_liquidation_log(self, lg: dict[str, Any], from_market: bool, tx: _Tx) -> ChainLiquidation | None:
         """One log of a liquidation transaction, in execution order: per account, the flag
