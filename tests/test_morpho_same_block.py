@@ -19,9 +19,8 @@ from keeper.devnet.deploy import DEPLOYER
 from keeper.devnet.prices import _aggregator, get_price
 from keeper.protocols.morpho_blue.calls import EV_LIQUIDATE
 
-from .conftest import KEEPER
 from .test_morpho_keeper import MORPHO, all_positions, chain_says_unhealthy, empty_keeper_loan_tokens, extras
-from .test_same_block import SET_ANSWER, _until
+from .test_same_block import SET_ANSWER, _until, mine_behind
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -42,20 +41,7 @@ async def test_morpho_liquidations_land_in_the_oracle_updates_own_block(chain, m
         agg = _aggregator(chain.dep, "WETH")
         update = chain.send_as_pending(DEPLOYER, agg, SET_ANSWER.encode(get_price(chain.url, chain.dep, "WETH") * 88 // 100))
 
-        def ours_in_pool() -> list[str]:
-            content = chain.call("txpool_content").get("pending", {})
-            return [tx["hash"] for sender, txs in content.items() if sender.lower() == KEEPER.lower()
-                    for tx in txs.values()]
-
-        assert await _until(lambda: len(ours_in_pool()) > 0), "the keeper sent nothing behind the update"
-        await asyncio.sleep(0.3)  # let the batch send every liquidation it chose
-        sent = ours_in_pool()
-        chain.call("evm_mine")
-        block = chain.call("eth_getBlockByNumber", ["latest", False])
-        hashes = block["transactions"]
-        assert hashes[0] == update, "the oracle update is first in its block"
-        ours = [h for h in hashes if h in sent]
-        assert ours and len(ours) == len(sent), (hashes, sent)
+        _block, ours = await mine_behind(chain, update)
         liquidated = set()
         for h in ours:
             rc = chain.call("eth_getTransactionReceipt", [h])

@@ -28,9 +28,29 @@ async def _until(cond, timeout_s: float = 10.0) -> bool:
     return bool(cond())
 
 
-async def test_liquidations_land_in_the_oracle_updates_own_block(chain, make_keeper):
+async def mine_behind(chain, update: str) -> tuple[dict, list[str]]:
+    """Waits for the keeper's sends behind the pending `update`, mines the block, and checks
+    the update is first in it and every send the keeper made is in it; returns (block, ours)."""
     from tests.conftest import KEEPER
 
+    def ours_in_pool() -> list[str]:
+        content = chain.call("txpool_content").get("pending", {})
+        return [tx["hash"] for sender, txs in content.items() if sender.lower() == KEEPER.lower()
+                for tx in txs.values()]
+
+    assert await _until(lambda: len(ours_in_pool()) > 0), "the keeper sent nothing behind the update"
+    await asyncio.sleep(0.3)  # let the batch send every liquidation it chose
+    sent = ours_in_pool()
+    chain.call("evm_mine")
+    block = chain.call("eth_getBlockByNumber", ["latest", False])
+    hashes = block["transactions"]
+    assert hashes[0] == update, "the oracle update is first in its block"
+    ours = [h for h in hashes if h in sent]
+    assert ours and len(ours) == len(sent), (hashes, sent)
+    return block, ours
+
+
+async def test_liquidations_land_in_the_oracle_updates_own_block(chain, make_keeper):
     keeper = await make_keeper(only=AAVE, KEEPER_CHAIN__POLL_INTERVAL_S="0.2")
     run = asyncio.create_task(keeper.run())
     try:
@@ -42,20 +62,7 @@ async def test_liquidations_land_in_the_oracle_updates_own_block(chain, make_kee
         new_price = get_price(chain.url, chain.dep, "WETH") * 88 // 100
         update = chain.send_as_pending(DEPLOYER, agg, SET_ANSWER.encode(new_price))
 
-        def ours_in_pool() -> list[str]:
-            content = chain.call("txpool_content").get("pending", {})
-            return [tx["hash"] for sender, txs in content.items() if sender.lower() == KEEPER.lower()
-                    for tx in txs.values()]
-
-        assert await _until(lambda: len(ours_in_pool()) > 0), "the keeper sent nothing behind the update"
-        await asyncio.sleep(0.3)  # let the batch send every liquidation it chose
-        sent = ours_in_pool()
-        chain.call("evm_mine")
-        block = chain.call("eth_getBlockByNumber", ["latest", False])
-        hashes = block["transactions"]
-        assert hashes[0] == update, "the oracle update is first in its block"
-        ours = [h for h in hashes if h in sent]
-        assert ours and len(ours) == len(sent), (hashes, sent)
+        block, ours = await mine_behind(chain, update)
         liquidated = []
         for h in ours:
             rc = chain.call("eth_getTransactionReceipt", [h])
