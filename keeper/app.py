@@ -88,6 +88,7 @@ class Keeper:
         self.feeds = FeedMap()  # price feeds the adapters read -> the contracts their updates call
         self.pending: PendingWatcher | None = None  # pending oracle updates (started by run())
         self._watched: set[str] = set()  # the sources in self.feeds (lowercase)
+        self._last_heartbeat: int | None = None  # the head of the last heartbeat line
         self._pending_refused = False  # the node cannot show pending transactions
         self._react_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -556,9 +557,17 @@ class Keeper:
         return len(known)
 
     def _heartbeat(self, head: Head, cycle_s: float) -> None:
+        """A heartbeat line once at least heartbeat_blocks blocks have passed since the last one
+        (and on the first processed head): heads are coalesced and failed cycles emit none, so a
+        "multiple of N" rule could skip every block it would fire on. A chain that went back
+        below the last heartbeat starts the count again."""
         every = self.cfg.keeper.heartbeat_blocks
-        if not every or head.number % every:
+        if not every:
             return
+        last = self._last_heartbeat
+        if last is not None and last <= head.number < last + every:
+            return
+        self._last_heartbeat = head.number
         ex = self.executor
         status = self.rpc.endpoints_status if len(self.rpc.urls) > 1 else None
         self.log.info("heartbeat", block=head.number, lag_s=max(round(time.time() - head.timestamp, 1), 0),

@@ -13,11 +13,16 @@ Several endpoints (`Rpc([url1, url2, ...])`):
   `rpc_endpoint_down`) and the same request is retried once on the next healthy endpoint
   (if none is healthy, on the next one anyway). A JSON-RPC error object is the node's answer,
   not an endpoint failure: it is raised as RpcError, without retry.
-- An endpoint that is out is probed in the background (one eth_blockNumber) once per
-  `probe_interval_s`, triggered by the traffic itself (no timer task); when it answers (and
-  does not lag the last best head) it is back (`rpc_endpoint_up`) and, being earlier in the
-  order, used again. A request never waits for a probe.
+- An endpoint that is out is probed in the background (eth_chainId, then eth_blockNumber) once
+  per `probe_interval_s`, triggered by the traffic itself (no timer task); when it is on the
+  chain connect() found and answers (and does not lag the last best head) it is back
+  (`rpc_endpoint_up`) and, being earlier in the order, used again. On another chain it stays
+  out (`rpc_endpoint_wrong_chain`, an error, logged once per change). A request never waits for
+  a probe. Only endpoints whose chain id was seen to match are ever used.
 - All endpoints out: every endpoint is tried anyway, in order; TransientError if all fail.
+- A broadcast goes to every healthy endpoint: accepted (or "already known") by one = sent; refused
+  by some while another failed in a way that says nothing (timeout, reset, HTTP error, garbage)
+  = MaybeSentError (a TransientError: maybe sent); refused by every endpoint asked = RpcError.
 - `check_heads()` compares eth_blockNumber across endpoints and takes out laggards;
   `connect()` checks every endpoint's chain id; `send_raw_transaction()` broadcasts to all.
 
@@ -148,6 +153,17 @@ def _size_kind(message: str) -> str:
     return "both"
 
 
+class MaybeSentError(TransientError):
+    """A broadcast to several endpoints that no endpoint accepted, where at least one refused it
+    (a JSON-RPC error) and at least one other failed in a way that says nothing (it may have
+    received the transaction): the transaction is maybe sent, not refused. `refusal` is the
+    first refusal in endpoint order."""
+
+    def __init__(self, message: str, refusal: RpcError):
+        super().__init__(message)
+        self.refusal = refusal
+
+
 class _Skipped(Exception):
     """A part of a batch not sent because another part failed."""
 
@@ -168,7 +184,7 @@ class _Job:
 
 class Endpoint:
     __slots__ = ("index", "url", "redacted", "healthy", "reason", "last_error", "requests", "failures",
-                 "next_probe", "down_since", "probe")
+                 "next_probe", "down_since", "probe", "chain_ok")
 
     def __init__(self, index: int, url: str):
         self.index = index
@@ -182,6 +198,7 @@ class Endpoint:
         self.next_probe = _INF
         self.down_since = 0.0
         self.probe: asyncio.Task[None] | None = None
+        self.chain_ok = False  # its chain id was seen to match (connect() or a probe)
 
 
 class Rpc:
@@ -210,6 +227,7 @@ class Rpc:
         self._n_down = 0
         self._next_probe_at = _INF  # earliest next_probe of an endpoint that is out and not being probed
         self._best_head: int | None = None  # from the last check_heads()
+        self._chain_id: int | None = None  # the chain id connect() found: an endpoint probed back in must match it
         self._bg: set[asyncio.Future[Any]] = set()  # broadcasts still finishing after one endpoint accepted
         # called with (endpoint as shown in logs, seconds, failed) after every request: metrics
         self.on_request: Callable[[str, float, bool], None] | None = None
@@ -301,6 +319,10 @@ class Rpc:
             failed = status >= 400
         except asyncio.TimeoutError as e:
             raise TransientError(f"RPC {ep.redacted} timed out") from e
+        except aiohttp.ClientConnectorError as e:  # the connection was never made: nothing was delivered
+            err = TransientError(f"cannot reach RPC {ep.redacted}: {e.__class__.__name__}: {scrub(str(e))}")
+            err.unreached = True  # type: ignore[attr-defined]
+            raise err from e
         except aiohttp.ClientError as e:
             raise TransientError(f"cannot reach RPC {ep.redacted}: {e.__class__.__name__}: {scrub(str(e))}") from e
         except OSError as e:
@@ -329,15 +351,21 @@ class Rpc:
         try:
             res = check(await self._exchange(ep, body), a, b)
         except (RpcError, _WholeBatchError):  # the node answered: the endpoint works
-            if not ep.healthy:
+            if not ep.healthy and self._usable(ep):
                 self._mark_up(ep)
             raise
         except TransientError as e:
             self._mark_down(ep, str(e))
             raise
-        if not ep.healthy:
+        if not ep.healthy and self._usable(ep):
             self._mark_up(ep)
         return res
+
+    def _usable(self, ep: Endpoint) -> bool:
+        """May this endpoint serve requests? Not one whose chain id was never seen to match the
+        chain connect() found (down at start-up, or on another chain): only a probe that checks
+        its chain id brings it in."""
+        return ep.chain_ok or self._chain_id is None
 
     async def _send(self, body: str, check: Callable[[Any, Any, Any], Any], a: Any, b: Any) -> Any:
         eps = self._eps
@@ -348,9 +376,9 @@ class Rpc:
         for ep in eps:
             if ep.healthy:
                 break
-        else:  # nothing healthy: never stall, try each in order
+        else:  # nothing healthy: never stall, try each in order (each on the right chain)
             errors: list[TransientError] = []
-            for ep in eps:
+            for ep in [e for e in eps if self._usable(e)] or eps[:1]:
                 try:
                     return await self._via(ep, body, check, a, b)
                 except (RpcError, _WholeBatchError):
@@ -378,7 +406,12 @@ class Rpc:
         for ep in self._eps:
             if ep.healthy and ep is not failed:
                 return ep
-        return self._eps[(failed.index + 1) % len(self._eps)]
+        n = len(self._eps)
+        for k in range(1, n):
+            ep = self._eps[(failed.index + k) % n]
+            if self._usable(ep):
+                return ep
+        return failed
 
     def _probe_due(self, now: float) -> None:
         if now < self._next_probe_at:
@@ -395,6 +428,8 @@ class Rpc:
 
     async def _probe(self, ep: Endpoint) -> None:
         try:
+            if self._chain_id is not None and not await self._probe_chain(ep):
+                return
             rid = next(self._ids)
             body = _request(rid, "eth_blockNumber", [])
             try:
@@ -413,6 +448,30 @@ class Rpc:
             ep.probe = None
             if not ep.healthy:
                 self._schedule_probe(ep, time.monotonic())
+
+    async def _probe_chain(self, ep: Endpoint) -> bool:
+        """Before an endpoint that is out rejoins: is it on the chain connect() found? (An
+        endpoint down at start-up was never checked.) Wrong chain, or no chain id: it stays out,
+        with one error line per change of reason."""
+        rid = next(self._ids)
+        body = _request(rid, "eth_chainId", [])
+        try:
+            cid = _check_quantity(await self._exchange(ep, body), "eth_chainId", rid)
+        except RpcError as e:
+            reason = f"no chain id: {str(e)[:120]}"
+        except TransientError as e:
+            self._mark_down(ep, str(e))  # already out: only the reason and counters change
+            return False
+        else:
+            if cid == self._chain_id:
+                ep.chain_ok = True
+                return True
+            reason = f"on chain {cid}, not {self._chain_id}"
+        if ep.reason != reason:
+            ep.reason = reason
+            self._logger().error("rpc_endpoint_wrong_chain", url=ep.redacted, reason=reason,
+                                 hint="this endpoint stays out: point chain.rpc_urls at nodes of one chain")
+        return False
 
     # -- requests ----------------------------------------------------------------------
     async def call(self, method: str, params: list[Any] | None = None) -> Any:
@@ -523,7 +582,7 @@ class Rpc:
             return None
         if self._n_down:
             self._probe_due(time.monotonic())
-        targets = [ep for ep in self._eps if ep.healthy] or list(self._eps)
+        targets = [ep for ep in self._eps if ep.healthy] or [ep for ep in self._eps if self._usable(ep)]
         rid = next(self._ids)
         body = _request(rid, "eth_blockNumber", [])
         heads = await asyncio.gather(*(self._head_of(ep, body, rid) for ep in targets))
@@ -556,12 +615,15 @@ class Rpc:
         body = _request(rid, "eth_chainId", [])
         answers = await asyncio.gather(*(self._chain_id_of(ep, body, rid) for ep in self._eps))
         ids = [(ep, a) for ep, a in zip(self._eps, answers) if type(a) is int]
+        for ep, _ in ids:
+            ep.chain_ok = True
         if not ids:
             raise _combine([a if isinstance(a, TransientError) else TransientError(str(a)) for a in answers])
         ep0, cid0 = ids[0]
         for ep, cid in ids[1:]:
             if cid != cid0:
                 raise ConfigError(f"chain.rpc_urls: {ep0.redacted} is on chain {cid0} but {ep.redacted} is on chain {cid}")
+        self._chain_id = cid0
         return cid0
 
     async def _chain_id_of(self, ep: Endpoint, body: str, rid: int) -> int | Exception:
@@ -580,8 +642,11 @@ class Rpc:
         """Broadcast a signed transaction to every healthy endpoint at once (all of them if none
         is healthy; the ones out as well if no healthy one could be reached). Returns the tx hash
         as soon as one endpoint accepted it (or said it already knows it); the other sends
-        finish in the background. Every endpoint answered a JSON-RPC error: the first one (in
-        endpoint order) is raised; none reachable: TransientError."""
+        finish in the background. Every endpoint that was asked answered a JSON-RPC error (or
+        could not even be connected to): the first error (in endpoint order) is raised. Some
+        refused it but another failed in a way that says nothing (a timeout or reset after the
+        request went out, an HTTP error, garbage): MaybeSentError (a TransientError: the
+        transaction may be out there, tracked as maybe sent). None reachable: TransientError."""
         rid = next(self._ids)
         body = _request(rid, "eth_sendRawTransaction", [raw_hex])
         if self._single:
@@ -589,7 +654,8 @@ class Rpc:
         if self._n_down:
             self._probe_due(time.monotonic())
         healthy = [ep for ep in self._eps if ep.healthy]
-        rounds = [healthy, [ep for ep in self._eps if not ep.healthy]] if healthy else [list(self._eps)]
+        usable = [ep for ep in self._eps if self._usable(ep)] or list(self._eps[:1])
+        rounds = [healthy, [ep for ep in usable if not ep.healthy]] if healthy else [usable]
         rpc_errors: dict[int, RpcError] = {}
         transport: list[TransientError] = []
         for targets in rounds:
@@ -600,6 +666,14 @@ class Rpc:
                 return tx_hash
             if rpc_errors:  # an endpoint answered: the transaction was seen and refused
                 break
+        maybe = [e for e in transport if not getattr(e, "unreached", False)]
+        if rpc_errors and maybe:
+            # one endpoint refused it, another failed in a way that says nothing (a timeout or a
+            # reset after the request went out, an HTTP error, garbage): that one may hold it
+            refused = "; ".join(f"{self._eps[i].redacted}: {rpc_errors[i].rpc_message[:120]}"
+                                for i in sorted(rpc_errors))
+            raise MaybeSentError(f"eth_sendRawTransaction: refused by {refused}; no answer that says anything "
+                                 f"from {'; '.join(str(e) for e in maybe)}", rpc_errors[min(rpc_errors)])
         if rpc_errors:
             raise rpc_errors[min(rpc_errors)]
         raise _combine(transport)

@@ -12,11 +12,15 @@ mined (or replaced, cancelled, dropped), confirmations, the journal and the safe
   another transaction on the key never leaves a gap or a duplicate.
 - Refusals: "fee below base fee" is re-priced on a fresh base fee and retried (not a
   failure); "nonce too low" moves the intent to the next nonce (the refused transaction
-  can never be mined); anything else drops the intent and counts as a failure.
+  can never be mined); anything else drops the intent and counts as a failure. With several
+  endpoints a refusal counts only when no endpoint accepted the transaction and none failed
+  in a way that says nothing (rpc.MaybeSentError: maybe sent, tracked on its nonce).
 - Fees: maxPriorityFee = the configured tip, or a share of the expected profit per gas if
   that is higher; maxFee = 2 × base fee + tip; both capped by max_fee_gwei and so that
   gas × maxFee never exceeds the expected profit.
-- Tracking: every block, one batched receipt query for all pending transactions. Not mined
+- Tracking: every block, one batched query: the nonce count first, then the receipts (a query
+  too long for one request reads the count alone first, so the receipts are never read
+  before it); a final transaction is checked by its mined hash only. Not mined
   after `replace_after_blocks` → re-simulate: still good → the same nonce again with fees
   ≥ 12.5% higher (never past the profit cap); the call would now revert (someone else
   liquidated) → cancel with a 21,000-gas self-transfer on that nonce.
@@ -24,12 +28,16 @@ mined (or replaced, cancelled, dropped), confirmations, the journal and the safe
   broadcast, so a restarted keeper knows what is in flight and never sends an intent twice.
 - Reorgs and resets: mined transactions are re-checked every block until they are
   `confirmations` deep and watched for REORG_WATCH_BLOCKS more; a receipt that disappears
-  puts the transaction back in flight (re-simulated, then rebroadcast or cancelled). A mined
-  but not final send keeps its account in flight.
+  puts the transaction back in flight (re-simulated, then rebroadcast as the same signed
+  transaction, to the relays in relay mode, or let go or cancelled). A mined but not final
+  send keeps its account in flight. A restart never drops an in-flight intent because the
+  block it was priced on changed or cannot be read: per-block tracking settles it.
 - Limits: per-transaction fee cap, gas spend per hour and per day, a pause after N
-  consecutive failed sends (reverted on chain, or refused for a reason other than fees or
-  nonces) that lifts itself after `pause_cooldown_s`, and a kill switch (a file, or
-  KEEPER_KILL_SWITCH=1).
+  consecutive failed sends (reverted on chain and not a lost race, or refused for a reason
+  other than fees or nonces; an RPC fault while judging a revert never counts) that lifts
+  itself once `pause_cooldown_s` has passed (seen by whoever asks: a send, health, the
+  heartbeat, alerts), and a kill switch (a file, or KEEPER_KILL_SWITCH=1). After `stopping`
+  nothing is signed or sent: no new send, replacement, cancellation or rebroadcast.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from .journal import Journal, JournalWriteError
 BUMP_NUM, BUMP_DEN = 1125, 1000  # +12.5%: the minimum most nodes accept for a replacement
 CANCEL_GAS = 21_000
 REORG_WATCH_BLOCKS = 64  # a final transaction is still checked for reorgs this many blocks
+JUDGE_TRIES = 5  # a revert whose judging eth_call keeps failing is left unjudged (not a failure)
 
 
 
@@ -107,6 +116,8 @@ class Tracked:
     mined_block: int | None = None
     uncertain: bool = False  # the last broadcast failed in a way that says nothing (maybe sent)
     rebroadcast_block: int = -1
+    reorged: bool = False  # mined, then reorged out: the node and the relays may no longer hold it
+    judge_tries: int = 0  # attempts to judge a revert (lost race or failure) that the RPC failed
 
     @property
     def latest_hash(self) -> str:
@@ -115,6 +126,14 @@ class Tracked:
     @property
     def in_flight(self) -> bool:
         return self.status in ("pending", "mined")
+
+
+def _receipt_hashes(t: Tracked) -> list[str]:
+    """The hashes whose receipts are read for a tracked send: all of them while it is not final;
+    once final (watched for reorgs only), the one that was mined."""
+    if t.status == "final" and t.mined_hash:
+        return [t.mined_hash]
+    return list(t.hashes)
 
 
 class SendRefused(Exception):
@@ -141,7 +160,7 @@ class TxManager:
         self.consecutive_failures = 0
         self.lost_races = 0  # reverted sends that lost a race (not failures)
         self._unjudged: list[Tracked] = []  # reverted sends not judged yet (lost race or failure)
-        self.paused = False
+        self._paused = False
         self.paused_at = 0.0
         self.stopping = False  # set on shutdown: nothing new is signed
         self.lock = asyncio.Lock()  # one signer: nonce assignment, signing and broadcast in order
@@ -171,21 +190,32 @@ class TxManager:
 
     async def restore(self) -> None:
         """Rebuild in-flight transactions from the journal (one request to check them all);
-        per-block tracking reconciles them with the node from the next block on."""
+        per-block tracking reconciles them with the node from the next block on.
+
+        Nothing is dropped here. The block an intent was priced on may have another hash now (a
+        reorg, a node restarted from an older state) or not be readable (a lagging or pruned
+        endpoint): either way the transaction may still be pending somewhere, so it is tracked
+        as usual and per-block tracking settles it as after a reorg: the node holds it (kept),
+        its nonce is used by something else (dropped), or neither (re-simulated: the same
+        signed transaction again, or let go or cancelled on its nonce)."""
         states = self.journal.in_flight()
         if not states:
             return
         reqs = [("eth_getBlockByNumber", [hex(s.block), False]) for s in states]
         reqs += [("eth_getTransactionByHash", [h]) for s in states for h in s.hashes]
-        res = await self.rpc.batch(reqs, return_errors=True)
+        try:
+            res = await self.rpc.batch(reqs, return_errors=True)
+        except TransientError as e:  # only informative: everything is restored all the same
+            self.log.warning("in_flight_check_failed", error=str(e)[:200])
+            res = [None] * len(reqs)
         blocks, by_hash = res[:len(states)], iter(res[len(states):])
         for s, blk in zip(states, blocks):
             known = any(isinstance(next(by_hash), dict) for _ in s.hashes)
-            if s.block_hash and (not isinstance(blk, dict) or blk.get("hash") != s.block_hash):
-                # the chain this was sent on is gone (a devnet restarted, a deep reorg)
-                self.journal.append({"t": "dropped", "id": s.id, "reason": "chain_reset"})
-                self.log.warning("in_flight_dropped", intent=s.key, nonce=s.nonce, reason="chain_reset")
-                continue
+            chain = "same"
+            if s.block_hash and not isinstance(blk, dict):
+                chain = "unreadable"  # not a reset: a lagging, pruned or failing endpoint says nothing
+            elif s.block_hash and blk.get("hash") != s.block_hash:
+                chain = "changed"  # a reorg or a node gone back: re-checked against the node below
             plan = TxPlan(to=s.to, data=bytes.fromhex(s.data[2:]), value=s.value, gas_limit=0)
             tr = Tracked(id=s.id, key=s.key, plan=plan, nonce=s.nonce, gas=0, max_fee=0, prio=0, sent_block=s.block,
                          expected_profit_usd_e8=s.expected_profit_usd_e8, profit_cap_wei=s.profit_cap_wei,
@@ -197,9 +227,11 @@ class TxManager:
                 if s.kinds.get(s.hashes[-1]) == "cancel":
                     tr.cancelled = True
                     tr.plan = TxPlan(to=self.address, data=b"", gas_limit=CANCEL_GAS, description="cancel")
+            if chain == "changed" and not known:
+                tr.reorged = True  # the node lost it: re-simulated and sent again as the same transaction
             self.pending[s.id] = tr
             self.log.warning("in_flight_restored", intent=s.key, nonce=s.nonce, hashes=s.hashes, status=s.status,
-                             known_to_node=known)
+                             known_to_node=known, send_block=chain)
 
     def in_flight_keys(self) -> set[str]:
         """Keys with a send pending or mined but not yet final: never sent again meanwhile."""
@@ -216,6 +248,24 @@ class TxManager:
             return str(self.cfg.kill_switch_file)
         return None
 
+    @property
+    def paused(self) -> bool:
+        """Sending paused by the failure limit. Lifted (with `sending_resumed`) as soon as the
+        cool-down has passed, whoever asks: a send, the heartbeat, health, metrics, alerts."""
+        if self._paused:
+            waited = time.monotonic() - self.paused_at
+            if self.cfg.pause_cooldown_s > 0 and waited >= self.cfg.pause_cooldown_s:
+                self._paused = False
+                self.consecutive_failures = 0
+                self.log.warning("sending_resumed", paused_s=round(waited, 1), cooldown_s=self.cfg.pause_cooldown_s)
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = bool(value)
+        if value:
+            self.paused_at = time.monotonic()
+
     def check_limits(self, gas: int, max_fee: int) -> None:
         if self.stopping:
             raise SendRefused("stopping")
@@ -224,14 +274,9 @@ class TxManager:
             raise SendRefused("kill_switch", source=switch)
         if self.paused:
             waited = time.monotonic() - self.paused_at
-            if self.cfg.pause_cooldown_s > 0 and waited >= self.cfg.pause_cooldown_s:
-                self.paused = False
-                self.consecutive_failures = 0
-                self.log.warning("sending_resumed", paused_s=round(waited, 1), cooldown_s=self.cfg.pause_cooldown_s)
-            else:
-                raise SendRefused("paused", consecutive_failures=self.consecutive_failures,
-                                  resumes_in_s=round(max(self.cfg.pause_cooldown_s - waited, 0), 1)
-                                  if self.cfg.pause_cooldown_s > 0 else None)
+            raise SendRefused("paused", consecutive_failures=self.consecutive_failures,
+                              resumes_in_s=round(max(self.cfg.pause_cooldown_s - waited, 0), 1)
+                              if self.cfg.pause_cooldown_s > 0 else None)
         worst = gas * max_fee
         reserved = sum(t.gas * t.max_fee for t in self.pending.values() if t.status == "pending")
         now = time.time()
@@ -246,9 +291,8 @@ class TxManager:
         """A send that reverted on chain or could not be made (not a fee or nonce refusal)."""
         self.consecutive_failures += 1
         limit = self.cfg.max_consecutive_failures
-        if limit and self.consecutive_failures >= limit and not self.paused:
+        if limit and self.consecutive_failures >= limit and not self._paused:
             self.paused = True
-            self.paused_at = time.monotonic()
             cool = self.cfg.pause_cooldown_s
             self.log.error("sending_paused", consecutive_failures=self.consecutive_failures, last_failure=why,
                            resumes_in_s=cool if cool > 0 else None,
@@ -331,6 +375,9 @@ class TxManager:
             self.pending[tr.id] = tr  # tracked from here on, whatever happens
             self.nonce = tr.nonce + 1
             for attempt in range(3):
+                if attempt and self.stopping:  # a re-price or re-nonce would sign again: not after stopping
+                    self._forget(tr, "stopping")
+                    raise SendRefused("stopping")
                 try:
                     await self._broadcast(tr, plan, gas, max_fee, prio, head, "send",
                                           behind=behind.raw if behind is not None else None)
@@ -415,16 +462,22 @@ class TxManager:
         if fresh:
             if ok and not t.cancelled:
                 self.consecutive_failures = 0
-            elif not ok:
+            elif not ok and t not in self._unjudged:
                 self._unjudged.append(t)  # lost race or failure: _judge_reverts() decides
         return True
 
-    async def _judge_reverts(self) -> None:
+    async def _judge_reverts(self, retries: bool = True) -> None:
         """A send that reverted on chain counts as a failure (towards the pause) unless it was
         a lost race: the same call succeeds against the state before its block, so another
         transaction in that block (a competitor's liquidation, an oracle update, a swap) changed
-        the state first. Losing races is what keepers do all day; it must not stop sending."""
+        the state first. Losing races is what keepers do all day; it must not stop sending.
+        When the judging eth_call itself fails (timeout, garbage), nothing is counted: it is
+        judged again on the next block, and after JUDGE_TRIES such failures left unjudged
+        (`revert_unjudged`, not counted)."""
         judged, self._unjudged = self._unjudged, []
+        if not retries:  # receipt polls judge new reverts only; a retry waits for the next block
+            self._unjudged = [t for t in judged if t.judge_tries]
+            judged = [t for t in judged if not t.judge_tries]
         for t in judged:
             if not t.mined_block:
                 self._record_failure("reverted on chain")
@@ -437,8 +490,16 @@ class TxManager:
             except RpcError:  # it reverts against the state it was sent for too: our failure
                 self._record_failure("reverted on chain")
                 continue
-            except (TransientError, BadResponseError):
-                self._record_failure("reverted on chain")
+            except (TransientError, BadResponseError) as e:
+                # the RPC could not say: judged again later, never counted on an RPC fault
+                t.judge_tries += 1
+                if t.judge_tries < JUDGE_TRIES:
+                    self._unjudged.append(t)
+                    self.log.info("revert_judge_retry", intent=t.key, tx=t.mined_hash, error=str(e)[:200])
+                else:
+                    self.log.warning("revert_unjudged", intent=t.key, tx=t.mined_hash, block=t.mined_block,
+                                     error=str(e)[:200], note="lost race or failure unknown: not counted "
+                                                              "towards the pause")
                 continue
             self.lost_races += 1
             self.log.warning("lost_race", intent=t.key, tx=t.mined_hash, block=t.mined_block, nonce=t.nonce,
@@ -462,7 +523,7 @@ class TxManager:
                     if self._mark_mined(t, h, rc):
                         mined.append(t)
         if self._unjudged:
-            await self._judge_reverts()
+            await self._judge_reverts(retries=False)
         return mined
 
     async def wait(self, tracked: list[Tracked], timeout_s: float) -> list[Tracked]:
@@ -490,22 +551,33 @@ class TxManager:
             if self.nonce is not None and head.number % 16 == 0:  # cheap check for other users of the key
                 await self.resync_nonce()
             return []
-        # the nonce count first: whatever it counts is mined before the receipts are read
-        reqs: list[tuple[str, list[Any]]] = [("eth_getTransactionCount", [self.address, "latest"]),
-                                             ("eth_getTransactionCount", [self.address, "pending"])]
-        for t in watch:
-            reqs += [("eth_getTransactionReceipt", [h]) for h in t.hashes]
+        # the nonce count first: whatever it counts is mined before the receipts are read. One
+        # batch is answered in order by one node; a batch too long for one request is cut into
+        # parts that run at once (maybe on different endpoints), so then the count goes alone
+        # first and the receipts after it.
+        counts: list[tuple[str, list[Any]]] = [("eth_getTransactionCount", [self.address, "latest"]),
+                                               ("eth_getTransactionCount", [self.address, "pending"])]
+        reqs: list[tuple[str, list[Any]]] = []
+        checked: list[tuple[Tracked, list[str]]] = [(t, _receipt_hashes(t)) for t in watch]
+        for t, hs in checked:
+            reqs += [("eth_getTransactionReceipt", [h]) for h in hs]
         pend = [t for t in watch if t.status == "pending"]
         for t in pend:
             reqs += [("eth_getTransactionByHash", [h]) for h in t.hashes]
-        res = await self.rpc.batch(reqs, return_errors=True)
+        n = len(counts) + len(reqs)
+        if n <= getattr(self.rpc, "max_batch_calls", n) and n * 160 <= getattr(self.rpc, "max_request_bytes", n * 160):
+            res = await self.rpc.batch(counts + reqs, return_errors=True)
+        else:
+            res = await self.rpc.batch(counts, return_errors=True)
+            if not any(isinstance(r, RpcError) for r in res):
+                res += await self.rpc.batch(reqs, return_errors=True)
         if isinstance(res[0], RpcError) or isinstance(res[1], RpcError):
             raise TransientError("eth_getTransactionCount failed while tracking")
         latest, node_pending = parse_int(res[0], "nonce"), parse_int(res[1], "nonce")
         i = 2
         receipts: dict[str, Any] = {}
-        for t in watch:
-            for h in t.hashes:
+        for t, hs in checked:
+            for h in hs:
                 receipts[h] = res[i]
                 i += 1
         by_hash: dict[str, Any] = {}
@@ -546,6 +618,7 @@ class TxManager:
                                  head=head.number, was=t.status)
                 t.status, t.receipt, t.mined_hash, t.mined_block = "pending", None, None, None
                 t.sent_block = head.number  # re-checked and rebroadcast below if the node lost it
+                t.reorged = True  # in relay mode too: the relays forgot it once it was mined
                 self.journal.append({"t": "unmined", "id": t.id})
         return mined
 
@@ -570,8 +643,10 @@ class TxManager:
                     self._forget(t, "nonce_gap", node_next_nonce=expected)
                     continue
             expected = max(expected, t.nonce + 1)
-            if self.broadcaster.public_pool and not known and t.rebroadcast_block != head.number:
-                lost.append(t)  # the node does not have it
+            if not known and t.rebroadcast_block != head.number and (self.broadcaster.public_pool or t.reorged):
+                # the node does not have it (public mempool), or it was reorged out (relays: they
+                # dropped it when it was mined; the node cannot see private sends otherwise)
+                lost.append(t)
             elif head.number - t.sent_block >= self.cfg.replace_after_blocks:
                 await self._unstick(t, head, resimulate)
         if lost:
@@ -582,11 +657,15 @@ class TxManager:
         """Transactions the node does not hold (a swallowed or failed broadcast, a node
         restarted or gone back, a reorg): each is re-simulated; still good → the very same
         signed transaction again; would revert → let go if no later send of ours waits on its
-        nonce, else cancelled on it (the nonce must be filled)."""
+        nonce, else cancelled on it (the nonce must be filled). Nothing after stopping."""
+        if self.stopping:
+            return
         good: dict[str, bool] = {}
         for t in lost:
             t.rebroadcast_block = head.number
             good[t.id] = t.cancelled or (t.hashes and t.latest_hash in t.raws and await resimulate(t)) or False
+        if self.stopping:  # told to stop during the simulations
+            return
         for t in sorted(lost, key=lambda t: t.nonce, reverse=True):
             if not good[t.id] and not any(o.nonce > t.nonce for o in self.in_flight() if o is not t):
                 self._forget(t, "would_revert_not_in_pool")
@@ -597,7 +676,9 @@ class TxManager:
                 await self._unstick(t, head, resimulate)  # cancel on its nonce
                 continue
             self.journal.append({"t": "rebroadcast", "id": t.id, "hash": t.latest_hash})
-            self.log.info("tx_rebroadcast", intent=t.key, nonce=t.nonce, tx=t.latest_hash)
+            self.log.info("tx_rebroadcast", intent=t.key, nonce=t.nonce, tx=t.latest_hash,
+                          via=self.broadcaster.name)
+            t.reorged = False  # the broadcaster holds it again (a relay re-targets it every block)
             try:
                 await self._post(t, t.raws[t.latest_hash], t.latest_hash, head)
             except RpcError as e:
@@ -620,7 +701,13 @@ class TxManager:
             self.nonce = t.nonce
 
     async def _unstick(self, t: Tracked, head: Head, resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
+        """Replace (still good) or cancel (would revert) a send on its nonce. Nothing is signed
+        after stopping."""
+        if self.stopping:
+            return
         still_good = (not t.cancelled) and await resimulate(t)
+        if self.stopping:  # told to stop during the simulation
+            return
         new_prio = max(t.prio * BUMP_NUM // BUMP_DEN + 1, self.cfg.priority_fee_wei)
         new_max = max(t.max_fee * BUMP_NUM // BUMP_DEN + 1, 2 * head.base_fee_wei + new_prio)
         if still_good:
