@@ -165,9 +165,28 @@ class JsonRpc:
             if r is not None:
                 return r
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no receipt for {tx_hash} after {timeout_s}s")
+                raise TimeoutError(f"no receipt for {tx_hash} after {timeout_s}s ({self._why_pending(tx_hash)})")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _why_pending(self, tx_hash: str) -> str:
+        """What the node says of a transaction that never got a receipt (for the error)."""
+        out = []
+        for label, method, params in (("automine", "anvil_getAutomine", []),
+                                      ("tx", "eth_getTransactionByHash", [tx_hash]),
+                                      ("pending base fee", "eth_getBlockByNumber", ["pending", False]),
+                                      ("txpool", "txpool_status", [])):
+            try:
+                r = self.call(method, params)
+            except Exception as e:  # noqa: BLE001 - a diagnostic: say what failed and go on
+                out.append(f"{label}: {e.__class__.__name__}")
+                continue
+            if method == "eth_getTransactionByHash" and isinstance(r, dict):
+                r = {k: r.get(k) for k in ("nonce", "maxFeePerGas", "maxPriorityFeePerGas", "blockNumber")}
+            elif method == "eth_getBlockByNumber" and isinstance(r, dict):
+                r = r.get("baseFeePerGas")
+            out.append(f"{label}: {r}")
+        return "; ".join(out)
 
     def send(self, tx: dict, *, what: str = "transaction") -> dict:
         """eth_sendTransaction from an unlocked/impersonated account, wait, check status.
