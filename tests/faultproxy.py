@@ -16,28 +16,44 @@ Faults (per JSON-RPC method, "*" for all; a batch containing the method gets the
   malformed_error        {"jsonrpc": "2.0", "id": ..., "error": {"code": "oops"}}
   rpc_error              a JSON-RPC error object (code/message given with `error=`)
   delay                  forward after `delay_s` seconds
+  html502_after_forward  forward to the node (it got the request), then answer HTTP 502 with an HTML body
+  reset_after_forward    forward to the node (it got the request), then drop the connection unanswered
 `times` limits how often a rule fires (None: until removed with clear()).
 
 The proxy records every method it saw (`seen`) and every raw transaction it forwarded
-(`forwarded_raw`), so tests can count what really reached the node.
+(`forwarded_raw`), so tests can count what really reached the node. It answers on any path,
+so `proxy.token_url` (the proxy's URL with RPC_TOKEN as an API-key path) lets a test check that
+an RPC token never reaches the keeper's output.
+
+The checks the fault tests end with live here too, shared by every test file:
+`JsonLogs` (the keeper's real JSON log output), `assert_trustworthy` (no intent with two
+transactions on chain, no account with two intents open at once, no reverted send, no
+traceback, no secret) and `assert_clean` (no traceback, no secret, in any text).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import random
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from eth_utils import keccak
 
+from keeper import log as logmod
 from keeper.devnet.anvil import free_port
 from keeper.execution.relay import recover_signer
+
+from .conftest import KEEPER, KEEPER_KEY
+
+RPC_TOKEN = "rpc-token-5ecret9"  # an API key in an RPC URL path (FaultProxy.token_url)
 
 
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # "down" drops connections on purpose
@@ -69,6 +85,11 @@ class FaultProxy:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def token_url(self) -> str:
+        """The proxy's URL with an API token in its path, as hosted RPC providers hand out."""
+        return f"http://127.0.0.1:{self.port}/v2/{RPC_TOKEN}"
 
     def add(self, method: str, action: str, times: int | None = None, error: tuple[int, str] = (-32000, "injected"),
             delay_s: float = 0.0) -> Rule:
@@ -133,6 +154,12 @@ class FaultProxy:
         raw = await self._forward(body)
         if action == "timeout_after_forward":
             await self._hang.wait()
+        if action == "html502_after_forward":  # the node has it; the gateway in front says 502
+            return web.Response(status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if action == "reset_after_forward":  # the node has it; the connection drops before any answer
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("proxy reset after forwarding")
         if action == "truncated":
             return web.Response(body=raw[: max(1, len(raw) // 2)], content_type="application/json")
         if action in ("wrong_id", "null_result"):
@@ -159,7 +186,7 @@ class FaultProxy:
 
     async def start(self) -> "FaultProxy":
         app = web.Application(client_max_size=64 * 1024**2)
-        app.router.add_post("/", self.handle)
+        app.router.add_post("/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -261,3 +288,107 @@ class LocalRelay:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+
+# -- the checks every fault scenario ends with -------------------------------------------------
+class JsonLogs:
+    """The keeper's real log output (JSON lines), as an operator would read it."""
+
+    def __init__(self) -> None:
+        self.buf = io.StringIO()
+        logmod.setup("debug", json_lines=True, stream=self.buf)
+
+    @property
+    def text(self) -> str:
+        return self.buf.getvalue()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = [json.loads(x) for x in self.text.splitlines() if x.startswith("{")]
+        return [e for e in out if name is None or e["event"] == name]
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def assert_clean(text: str, *secrets: str, traceback_ok: bool = False) -> None:
+    """No traceback (unless traceback_ok) and no secret in `text`: the signing key (whole, or
+    its first 32 hex digits), the RPC token of FaultProxy.token_url, and any `secrets` given
+    (a relay auth key, a relay URL token)."""
+    low = text.lower()
+    if not traceback_ok:
+        assert "Traceback" not in text, text[text.find("Traceback") - 300:text.find("Traceback") + 1500]
+    assert KEEPER_KEY[2:] not in low and KEEPER_KEY[2:34] not in low, "the signing key is in the output"
+    assert RPC_TOKEN.lower() not in low, "the RPC token is in the output"
+    for s in secrets:
+        s = s.lower().removeprefix("0x")
+        assert s not in low and s[:32] not in low, "a secret is in the output"
+
+
+def assert_clean_events(events: list[dict[str, Any]], *secrets: str) -> None:
+    """assert_clean for structlog.testing.capture_logs output (the event dicts before
+    rendering): also no event carrying exception info, which would render as a traceback."""
+    assert not [e for e in events if e.get("exc_info") or e.get("exception")], \
+        [e for e in events if e.get("exc_info") or e.get("exception")]
+    assert_clean(json.dumps(events, default=str), *secrets)
+
+
+def intents_by_key(path: Path) -> dict[str, list[str]]:
+    """The journal's intents per key: key -> intent ids, in order."""
+    out: dict[str, list[str]] = {}
+    for r in journal_records(path):
+        if r["t"] == "intent":
+            out.setdefault(r["key"], []).append(r["id"])
+    return out
+
+
+def assert_trustworthy(chain, keeper, logs: JsonLogs, *, allow_reverted: bool = False,
+                       secrets: tuple[str, ...] = (), traceback_ok: bool = False) -> dict[str, Any]:
+    """The invariants every fault test ends with: no account with two intents open at once, at
+    most one transaction on chain per intent (counted from the journal's signed hashes and the
+    node's receipts), every mined keeper transaction belongs to an intent, no reverted send
+    (unless allow_reverted; a 21,000-gas cancel is fine), no traceback, no secret. Returns a
+    summary for extra checks: {"mined": intent id -> receipt or None, "records": journal}."""
+    summary = assert_one_transaction_per_intent(chain, Path(keeper.executor.tx.journal.path),
+                                                allow_reverted=allow_reverted)
+    assert_clean(logs.text, *secrets, traceback_ok=traceback_ok)
+    return summary
+
+
+def assert_one_transaction_per_intent(chain, journal: Path, *, allow_reverted: bool = False) -> dict[str, Any]:
+    """From a keeper's journal and the node's receipts: no account with two intents open at
+    once, at most one transaction on chain per intent, every mined one an intent's own, none
+    reverted (unless allow_reverted; a cancel is fine)."""
+    recs = journal_records(journal)
+    hashes: dict[str, list[str]] = {}
+    key_of: dict[str, str] = {}
+    open_keys: set[str] = set()
+    for r in recs:
+        if r["t"] == "intent":
+            assert r["key"] not in open_keys, f"two intents open at once for {r['key']}"
+            open_keys.add(r["key"])
+            key_of[r["id"]] = r["key"]
+            hashes[r["id"]] = []
+        elif r["t"] == "signed":
+            hashes[r["id"]].append(r["hash"])
+        elif r["t"] in ("final", "dropped"):
+            open_keys.discard(key_of[r["id"]])
+        elif r["t"] == "unmined":
+            open_keys.add(key_of[r["id"]])
+    mined_per_intent = {}
+    for iid, hs in hashes.items():
+        rcs = [chain.call("eth_getTransactionReceipt", [h]) for h in hs]
+        mined = [rc for rc in rcs if rc]
+        assert len(mined) <= 1, f"intent {key_of[iid]} has {len(mined)} transactions on chain"
+        mined_per_intent[iid] = mined[0] if mined else None
+    # every keeper transaction on chain belongs to exactly one intent
+    ours = {h for hs in hashes.values() for h in hs}
+    for rc in mined_per_intent.values():
+        if rc is None:
+            continue
+        assert rc["transactionHash"] in ours
+        tx = chain.call("eth_getTransactionByHash", [rc["transactionHash"]])
+        is_cancel = tx["input"] == "0x" and tx["to"].lower() == KEEPER.lower()
+        if not allow_reverted:
+            assert rc["status"] == "0x1" or is_cancel, f"reverted send {rc['transactionHash']}"
+    return {"mined": mined_per_intent, "records": recs}

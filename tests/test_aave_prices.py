@@ -7,11 +7,10 @@ import asyncio
 import json
 
 import pytest
-from structlog.testing import capture_logs
-
 from keeper import abi
 
 from .conftest import DEVNET_CONFIG, KEEPER, only_env
+from .faultproxy import JsonLogs, assert_clean, assert_trustworthy
 
 AAVE = "aave-v3-devnet"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,6 +38,21 @@ def holders(chain, symbol: str) -> set[str]:
     return out
 
 
+async def logged(out: JsonLogs, step):
+    """Run `await step()`; returns (its result, the keeper's log events it wrote)."""
+    n = len(out.events())
+    res = await step()
+    return res, out.events()[n:]
+
+
+async def cycle(keeper):
+    return await keeper.cycle(await keeper.read_head())
+
+
+async def gather(keeper):
+    return await keeper.gather(await keeper.read_head())
+
+
 def skips(logs: list[dict], reason: str) -> list[dict]:
     return [e for e in logs if e["event"] == "skipped" and e.get("reason") == reason]
 
@@ -49,13 +63,13 @@ async def test_a_reverting_price_source_stops_only_the_pairs_that_use_it(chain, 
     src = source_of(chain, "WBTC")
     code = chain.call("eth_getCode", [src, "latest"])
     chain.call("anvil_setCode", [src, REVERT_CODE])
+    out = JsonLogs()
     keeper = await make_keeper(only=AAVE)
     adapter = keeper.adapters[AAVE]
-    with capture_logs() as logs:
-        outs = await keeper.cycle(await keeper.read_head())
+    outs, logs = await logged(out, lambda: cycle(keeper))
     assert not [e for e in logs if e["event"] == "protocol_error"]
     warnings = [e for e in logs if e["event"] == "price_unavailable"]
-    assert [(e["asset"], e["problem"], e["log_level"]) for e in warnings] == [("WBTC", "reverted", "warning")]
+    assert [(e["asset"], e["problem"], e["level"]) for e in warnings] == [("WBTC", "reverted", "warning")]
     # WETH/USDC liquidations of accounts without WBTC go through, on chain
     confirmed = [o for o in outs if o.status == "confirmed"]
     assert confirmed, [(o.status, o.reason) for o in outs]
@@ -71,14 +85,17 @@ async def test_a_reverting_price_source_stops_only_the_pairs_that_use_it(chain, 
 
     # the source comes back: the same keeper liquidates the WBTC holders now below 1
     chain.call("anvil_setCode", [src, code])
-    with capture_logs() as logs:
-        outs = await keeper.cycle(await keeper.read_head())
+    outs, logs = await logged(out, lambda: cycle(keeper))
     assert not [e for e in logs if e["event"] in ("price_unavailable", "protocol_error")]
     assert [e["asset"] for e in logs if e["event"] == "price_restored"] == ["WBTC"]
     assert not skips(logs, "price_unavailable")
     confirmed = [o for o in outs if o.status == "confirmed"]
     assert confirmed and {o.opp.account for o in confirmed} <= wbtc_users
     assert any("WBTC" in (o.opp.detail.collateral_symbol, o.opp.detail.debt_symbol) for o in confirmed)
+    # over both cycles: one transaction on chain per intent, none reverted, each account liquidated
+    # at most once per intent, no traceback, no key
+    summary = assert_trustworthy(chain, keeper, out)
+    assert sum(rc is not None for rc in summary["mined"].values()) == len(out.events("liquidation_confirmed"))
 
 
 @pytest.mark.parametrize("how", ["aggregator_answers_zero", "oracle_answers_zero"])
@@ -97,9 +114,9 @@ async def test_a_zero_price_stops_only_the_pairs_that_use_it(chain, make_keeper,
         chain.send_as(DEPLOYER, chain.dep.oracle, set_fallback.encode(ZERO_ORACLE))
     chain.send_as(DEPLOYER, source_of(chain, "WBTC"), abi.Function("setAnswer", ["int256"], []).encode(0))
     assert chain.view(chain.dep.oracle, ORACLE.fn("getSourceOfAsset"), chain.dep.tokens["WBTC"])  # still listed
+    out = JsonLogs()
     keeper = await make_keeper(only=AAVE)
-    with capture_logs() as logs:
-        outs = await keeper.cycle(await keeper.read_head())
+    outs, logs = await logged(out, lambda: cycle(keeper))
     assert not [e for e in logs if e["event"] == "protocol_error"]
     problem = "reverted" if how == "aggregator_answers_zero" else "zero"
     assert [(e["asset"], e["problem"]) for e in logs if e["event"] == "price_unavailable"] == [("WBTC", problem)]
@@ -115,21 +132,24 @@ async def test_a_zero_price_stops_only_the_pairs_that_use_it(chain, make_keeper,
     else:  # the skips name the pair; WETH/USDC of a WETH+WBTC account is still a valid liquidation
         assert all({"collateral", "debt"} <= set(e) and "WBTC" in (e["collateral"], e["debt"]) for e in unavailable)
     assert not skips(logs, "zero_price")
+    summary = assert_trustworthy(chain, keeper, out)
+    assert sum(rc is not None for rc in summary["mined"].values()) == len(confirmed)
 
 
 async def test_a_broken_weth_price_is_never_used_to_price_gas(chain, make_keeper):
+    out = JsonLogs()
     keeper = await make_keeper(only=AAVE, dry_run=True)
     adapter = keeper.adapters[AAVE]
     await keeper.gather(await keeper.read_head())
     assert adapter.native_price_usd_e8() == 3_000 * 10**8
     src = source_of(chain, "WETH")
     chain.call("anvil_setCode", [src, REVERT_CODE])
-    with capture_logs() as logs:
-        await keeper.gather(await keeper.read_head())
+    _, logs = await logged(out, lambda: gather(keeper))
     assert [(e["asset"], e["problem"]) for e in logs if e["event"] == "price_unavailable"] == [("WETH", "reverted")]
     assert adapter.native_price_usd_e8() is None
     assert adapter.reserve(chain.dep.tokens["WETH"]).price == 0
     assert await keeper.native_usd_e8() is None  # no other source on this config: actions are skipped, not mispriced
+    assert_clean(out.text)
 
 
 async def test_scan_does_not_crash_when_a_price_is_unavailable(chain, monkeypatch, capsys):
@@ -152,6 +172,7 @@ async def test_scan_does_not_crash_when_a_price_is_unavailable(chain, monkeypatc
     assert any(r["best_opportunity"] for r in rows)
     assert "price_unavailable" in out.err and "WBTC" in out.err
     assert chain.nonce(KEEPER) == nonce  # the scan sends nothing
+    assert_clean(out.out + out.err)
 
 
 async def test_each_kind_of_bad_price_answer_is_named():

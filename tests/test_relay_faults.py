@@ -9,22 +9,55 @@ import asyncio
 import json
 import time
 
+import contextlib
+
 import pytest
 import structlog
 from eth_account import Account
 from eth_utils import keccak
-from structlog.testing import capture_logs
+from structlog import testing as structlog_testing
 
 from keeper.errors import RpcError, TransientError
 from keeper.execution.relay import RelayBroadcaster
 from keeper.rpc import Rpc
 from keeper.types import Head
 
-from .faultproxy import LocalRelay as FakeRelay
+from .conftest import KEEPER
+from .faultproxy import JsonLogs, LocalRelay as FakeRelay, assert_clean_events, assert_trustworthy
 
 AAVE = "aave-v3-devnet"
 TOKEN = "secret-token-abc"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+_CAPTURED: list[list[dict]] = []  # every log line a test captured (capture_logs below)
+_SECRETS: list[str] = []  # the relay auth keys the test made (relay_auth below)
+
+
+@contextlib.contextmanager
+def capture_logs():
+    """structlog's capture_logs, remembered: every line a test captures is checked at its end
+    for tracebacks and secrets (the autouse fixture below)."""
+    with structlog_testing.capture_logs() as logs:
+        _CAPTURED.append(logs)
+        yield logs
+
+
+def relay_auth():
+    """A fresh relay auth key; it must never appear in any captured log line."""
+    acct = Account.create()
+    _SECRETS.append(acct.key.hex())
+    return acct
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback_and_no_secret_in_what_was_logged():
+    _CAPTURED.clear()
+    _SECRETS.clear()
+    yield
+    try:
+        assert_clean_events([e for logs in _CAPTURED for e in logs], TOKEN, *_SECRETS)
+    finally:
+        _CAPTURED.clear()
+        _SECRETS.clear()
 
 
 class FakePublic:
@@ -70,6 +103,10 @@ async def receipt(chain, tx_hash: str, timeout_s: float = 5.0) -> dict | None:
     return None
 
 
+def journal_lines(path) -> list[dict]:
+    return [json.loads(x) for x in open(path).read().splitlines() if x.strip()]
+
+
 def events(logs: list[dict], name: str) -> list[dict]:
     return [e for e in logs if e["event"] == name]
 
@@ -83,7 +120,7 @@ class Clock:
 
 
 async def test_a_hanging_relay_does_not_hold_up_the_healthy_one(chain):
-    auth = Account.create()
+    auth = relay_auth()
     good = await FakeRelay(chain.url, auth.address).start()
     hang = await FakeRelay(chain.url, auth.address, mode="hanging").start()
     timeout_s = 1.0
@@ -125,7 +162,7 @@ async def test_a_hanging_relay_does_not_hold_up_the_healthy_one(chain):
 
 
 async def test_when_every_relay_hangs_broadcast_gives_up_within_the_timeout_and_keeps_the_submission(chain):
-    auth = Account.create()
+    auth = relay_auth()
     relays = [await FakeRelay(chain.url, auth.address, mode="hanging").start() for _ in range(2)]
     br = RelayBroadcaster(tuple(r.url for r in relays), auth, 3, structlog.get_logger(), timeout_s=0.5)
     try:
@@ -145,7 +182,7 @@ async def test_when_every_relay_hangs_broadcast_gives_up_within_the_timeout_and_
 
 
 async def test_a_relay_that_is_down_is_backed_off_and_retried(chain):
-    auth = Account.create()
+    auth = relay_auth()
     good = await FakeRelay(chain.url, auth.address).start()
     down = FakeRelay(chain.url, auth.address)  # nothing listens on its port yet
     clock = Clock()
@@ -203,7 +240,7 @@ async def test_a_relay_that_is_down_is_backed_off_and_retried(chain):
 
 
 async def test_when_every_relay_is_backed_off_they_are_still_tried(chain):
-    auth = Account.create()
+    auth = relay_auth()
     down = FakeRelay(chain.url, auth.address)
     br = RelayBroadcaster((down.url,), auth, 1, structlog.get_logger(), timeout_s=1.0, clock=Clock())
     try:
@@ -221,7 +258,7 @@ async def test_when_every_relay_is_backed_off_they_are_still_tried(chain):
 
 
 async def test_when_no_relay_accepts_the_submission_is_kept_and_retried_next_block(chain):
-    auth = Account.create()
+    auth = relay_auth()
     down = FakeRelay(chain.url, auth.address)
     error = await FakeRelay(chain.url, auth.address, mode="error").start()
     garbage = await FakeRelay(chain.url, auth.address, mode="garbage").start()
@@ -267,7 +304,7 @@ async def test_when_no_relay_accepts_the_submission_is_kept_and_retried_next_blo
 
 
 async def test_due_bundles_go_to_the_public_mempool_and_already_known_is_fine(chain):
-    auth = Account.create()
+    auth = relay_auth()
     down = FakeRelay(chain.url, auth.address)
     public = Rpc(chain.url)
     br = RelayBroadcaster((down.url,), auth, 2, structlog.get_logger(), public=public, timeout_s=1.0)
@@ -301,7 +338,7 @@ async def test_due_bundles_go_to_the_public_mempool_and_already_known_is_fine(ch
 
 
 async def test_a_replacement_supersedes_the_older_submission_on_the_same_nonce(chain):
-    auth = Account.create()
+    auth = relay_auth()
     good = await FakeRelay(chain.url, auth.address).start()
     br = RelayBroadcaster((good.url,), auth, 1, structlog.get_logger(), timeout_s=1.0)
     try:
@@ -320,7 +357,7 @@ async def test_a_replacement_supersedes_the_older_submission_on_the_same_nonce(c
 
 
 async def test_relay_errors_never_leak_the_relay_url_token(chain):
-    auth = Account.create()
+    auth = relay_auth()
     path = f"/{TOKEN}/"
     ok = await FakeRelay(chain.url, auth.address, path=path).start()
     hang = await FakeRelay(chain.url, auth.address, mode="hanging", path=path).start()
@@ -361,9 +398,10 @@ async def test_relay_errors_never_leak_the_relay_url_token(chain):
 
 async def test_a_keeper_cycle_with_one_relay_hanging_lands_the_liquidations_without_waiting_for_it(
         chain, make_keeper, monkeypatch):
-    auth = Account.create()
+    out = JsonLogs()  # the keeper's real output
+    auth = relay_auth()
     good = await FakeRelay(chain.url, auth.address).start()
-    hang = await FakeRelay(chain.url, auth.address, mode="hanging").start()
+    hang = await FakeRelay(chain.url, auth.address, mode="hanging", path=f"/{TOKEN}/").start()
     try:
         chain.shock("WETH", -12)
         monkeypatch.setenv("KEEPER_RELAY_AUTH_KEY", auth.key.hex())
@@ -387,6 +425,74 @@ async def test_a_keeper_cycle_with_one_relay_hanging_lands_the_liquidations_with
         st = {s["relay"]: s for s in br.status()}
         assert st[hang.redacted]["timeouts"] >= 3 and st[hang.redacted]["accepted"] == 0
         assert st[good.redacted]["accepted"] >= 3 * len(confirmed)
+        # one transaction on chain per intent, each user liquidated once; no traceback; neither
+        # the signing key, the relay auth key nor the relay URL's token in the output
+        summary = assert_trustworthy(chain, keeper, out, secrets=(auth.key.hex(), TOKEN))
+        assert sum(rc is not None for rc in summary["mined"].values()) == len(confirmed)
+        raws = [raw for b in good.accepted for raw in b["txs"]]
+        assert len(set(raws)) == len(confirmed)  # the same signed transaction for each of its blocks
     finally:
         await hang.stop()
         await good.stop()
+
+
+async def test_a_keeper_whose_relays_all_refuse_keeps_one_intent_per_account_and_its_nonces_in_step(
+        chain, make_keeper, monkeypatch):
+    """Every relay refuses (a JSON-RPC error, HTTP 500 garbage, down) for several blocks: each
+    send is kept as maybe sent, nothing new is signed for its account, intents do not pile up,
+    the local nonce counts each intent once and nothing reaches the chain (stuck sends are
+    replaced on their own nonces, never re-sent on new ones). A relay comes back: the kept
+    submissions or their replacements land, one transaction per intent, at consecutive nonces,
+    no gap."""
+    out = JsonLogs()
+    auth = relay_auth()
+    error = await FakeRelay(chain.url, auth.address, mode="error", path=f"/{TOKEN}/").start()
+    garbage = await FakeRelay(chain.url, auth.address, mode="garbage").start()
+    down = FakeRelay(chain.url, auth.address)  # nothing listens on its port
+    try:
+        chain.shock("WETH", -12)
+        monkeypatch.setenv("KEEPER_RELAY_AUTH_KEY", auth.key.hex())
+        keeper = await make_keeper(only=AAVE, KEEPER_RELAY__URLS=json.dumps([error.url, garbage.url, down.url]),
+                                   KEEPER_RELAY__TIMEOUT_S="0.5", KEEPER_RELAY__TARGET_BLOCKS="2",
+                                   KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1", KEEPER_KEEPER__MAX_CONSECUTIVE_FAILURES="2")
+        tm = keeper.executor.tx
+        base = chain.nonce(KEEPER)
+        outs = []
+        for _ in range(5):
+            outs += await keeper.cycle(await keeper.read_head())
+            chain.call("evm_mine")
+        keys = {t.key for t in tm.in_flight()}
+        assert len(keys) >= 3
+        assert chain.nonce(KEEPER) == base  # nothing accepted, nothing on chain
+        uncertain = out.events("broadcast_uncertain")
+        assert uncertain and all("no relay accepted" in e["error"] for e in uncertain)
+        # one intent per account, however many blocks pass; the nonce counted each intent once
+        intents = [r for r in journal_lines(tm.journal.path) if r["t"] == "intent"]
+        assert len(intents) == len(keys) == len({r["key"] for r in intents})
+        assert sorted(r["nonce"] for r in intents) == list(range(base, base + len(keys)))
+        assert tm.nonce == base + len(keys)
+        assert {o.reason for o in outs if o.status == "skipped" and o.opp.key in keys} <= {"in_flight"}
+        assert not tm.paused  # refusals that say nothing are not failures
+        assert not out.events("tx_dropped")
+        nonce_of = {r["id"]: r["nonce"] for r in intents}
+        signed = [r for r in journal_lines(tm.journal.path) if r["t"] == "signed"]
+        assert all(r["nonce"] == nonce_of[r["id"]] for r in signed)  # replacements stay on the intent's nonce
+
+        # a relay comes back: the kept submissions go out again and land, once each
+        error.mode = "ok"
+        for _ in range(6):
+            chain.call("evm_mine")
+            outs += await keeper.cycle(await keeper.read_head())
+            if not tm.in_flight():
+                break
+        assert not tm.in_flight(), [(t.key, t.status, t.nonce) for t in tm.in_flight()]
+        intents = [r for r in journal_lines(tm.journal.path) if r["t"] == "intent"]
+        assert len(intents) == len(keys)  # still: nothing new was signed for them
+        assert chain.nonce(KEEPER) == base + len(keys) and not chain.call("txpool_content")["queued"]
+        assert out.events("relay_recovered")
+        summary = assert_trustworthy(chain, keeper, out, secrets=(auth.key.hex(), TOKEN))
+        mined = [rc for rc in summary["mined"].values() if rc is not None]
+        assert len(mined) == len(keys) and {rc["status"] for rc in mined} == {"0x1"}
+    finally:
+        await error.stop()
+        await garbage.stop()

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from structlog.testing import capture_logs
-
 from keeper.cli import main
 
 from .conftest import DEVNET_CONFIG, keeper_env
-from .faultproxy import FaultProxy, free_port
+from .faultproxy import FaultProxy, JsonLogs, assert_clean, free_port
 
 
 def test_unreachable_rpc_is_a_clear_error(capsys, monkeypatch):
@@ -31,11 +29,13 @@ async def test_rpc_answering_garbage_at_start_is_a_clear_error(chain):
 
     async with FaultProxy(chain.url) as proxy:
         proxy.add("*", "html502")
-        cfg = load_config(DEVNET_CONFIG, environ={**keeper_env(chain), "KEEPER_RPC_URL": proxy.url})
+        logs = JsonLogs()
+        cfg = load_config(DEVNET_CONFIG, environ={**keeper_env(chain), "KEEPER_RPC_URL": proxy.token_url})
         k = Keeper(cfg, dry_run=True)
-        with pytest.raises(ConfigError, match="non-JSON"):
+        with pytest.raises(ConfigError, match="non-JSON") as err:
             await k.start()
         await k.close()
+    assert_clean(logs.text + str(err.value))  # the one error line and the retries: no token, no traceback
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -43,28 +43,31 @@ async def test_garbage_while_running_is_retried_and_the_keeper_recovers(chain):
     from keeper.app import Keeper
     from keeper.config import load_config
 
+    logs = JsonLogs()  # the keeper's real output, as an operator reads it
     async with FaultProxy(chain.url) as proxy:
-        cfg = load_config(DEVNET_CONFIG, environ={**keeper_env(chain), "KEEPER_RPC_URL": proxy.url,
+        # an RPC URL with an API token in its path: it must never reach the output
+        cfg = load_config(DEVNET_CONFIG, environ={**keeper_env(chain), "KEEPER_RPC_URL": proxy.token_url,
                                                    "KEEPER_CHAIN__POLL_INTERVAL_S": "0.05"})
         k = Keeper(cfg, dry_run=True)
         await k.start()
-        with capture_logs() as logs:
-            task = asyncio.create_task(k.run())
-            await asyncio.sleep(0.3)
-            first = k.cycles
-            assert first >= 1
-            proxy.add("*", "html502")
-            await asyncio.sleep(0.5)
-            proxy.clear()
-            chain.call("evm_mine")
-            for _ in range(100):
-                if k.cycles > first:
-                    break
-                await asyncio.sleep(0.05)
-            k.stop_event.set()
-            await asyncio.wait_for(task, 5)
+        task = asyncio.create_task(k.run())
+        await asyncio.sleep(0.3)
+        first = k.cycles
+        assert first >= 1
+        proxy.add("*", "html502")
+        await asyncio.sleep(0.5)
+        proxy.clear()
+        chain.call("evm_mine")
+        for _ in range(100):
+            if k.cycles > first:
+                break
+            await asyncio.sleep(0.05)
+        k.stop_event.set()
+        await asyncio.wait_for(task, 5)
         await k.close()
-        errors = [e for e in logs if e["event"] == "rpc_error"]
-        assert errors and "non-JSON" in errors[0]["error"]
-        assert all(e["retry_in_s"] <= 30 for e in errors)
-        assert k.cycles > first, "the keeper went on after the RPC recovered"
+    errors = logs.events("rpc_error")
+    assert errors and "non-JSON" in errors[0]["error"]
+    assert all(e["retry_in_s"] <= 30 for e in errors)
+    assert k.cycles > first, "the keeper went on after the RPC recovered"
+    assert logs.events("rpc_recovered")
+    assert_clean(logs.text)  # no traceback, no key, no RPC token

@@ -22,7 +22,7 @@ from keeper.rpc import Rpc
 from keeper.types import TxPlan
 
 from .conftest import DEVNET_CONFIG, KEEPER, KEEPER_KEY, REPO, keeper_env, only_env
-from .faultproxy import LocalRelay
+from .faultproxy import JsonLogs, LocalRelay, assert_clean, assert_one_transaction_per_intent, assert_trustworthy
 
 AAVE = "aave-v3-devnet"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -36,6 +36,7 @@ def mined_txs(chain, block: int) -> list[str]:
 
 
 async def test_a_stuck_transaction_is_replaced_on_the_same_nonce_and_lands(chain, make_keeper):
+    logs = JsonLogs()  # the keeper's real output: checked for tracebacks and secrets at the end
     chain.shock("WETH", -12)
     keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__REPLACE_AFTER_BLOCKS="2", KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.2")
     chain.call("evm_setAutomine", [False])
@@ -49,12 +50,11 @@ async def test_a_stuck_transaction_is_replaced_on_the_same_nonce_and_lands(chain
         chain.call("evm_mine")
         assert mined_txs(chain, chain.block_number()) == []
         outs = []
-        with capture_logs() as logs:
-            for _ in range(2):
-                outs += await keeper.cycle(await keeper.read_head())
-                chain.call("evm_mine")
+        for _ in range(2):
             outs += await keeper.cycle(await keeper.read_head())
-        replaced = [e for e in logs if e["event"] == "tx_replaced"]
+            chain.call("evm_mine")
+        outs += await keeper.cycle(await keeper.read_head())
+        replaced = logs.events("tx_replaced")
         assert len(replaced) >= len(sent)
         confirmed = [o for o in outs if o.status == "confirmed"]
         assert len(confirmed) == len(sent)
@@ -75,6 +75,9 @@ async def test_a_stuck_transaction_is_replaced_on_the_same_nonce_and_lands(chain
             assert a["status"] == "included" and a["replacements"] == len(t.hashes) - 1 and a["tx_hash"] == t.mined_hash
     finally:
         chain.call("evm_setAutomine", [True])
+    # one transaction on chain per intent (the replaced ones never), no traceback, no key
+    summary = assert_trustworthy(chain, keeper, logs)
+    assert sum(rc is not None for rc in summary["mined"].values()) == len(sent)
 
 
 async def test_when_a_competitor_liquidates_first_the_pending_send_is_cancelled(chain, make_keeper):
@@ -282,11 +285,18 @@ async def test_after_kill_9_during_a_send_the_restarted_keeper_does_not_send_aga
         p = subprocess.Popen([sys.executable, "-m", "keeper", "--json-logs", "run", "--config", str(DEVNET_CONFIG)],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 60
+        killed_out: list[str] = []
         for line in p.stdout:
+            killed_out.append(line)
             if '"liquidation_sent"' in line or time.monotonic() > deadline:
                 break
         p.send_signal(signal.SIGKILL)  # mid-flight: sent, not mined, maybe more sends under way
         p.wait(timeout=10)
+        killed_out.append(p.stdout.read())  # whatever it wrote before it died
+        p.stdout.close()
+        killed_text = "".join(killed_out)
+        assert '"liquidation_sent"' in killed_text, killed_text[-2000:]
+        assert_clean(killed_text)
         pending = chain.call("txpool_content")["pending"].get(KEEPER.lower()) or \
             chain.call("txpool_content")["pending"].get(KEEPER, {})
         in_pool = len(pending)
@@ -299,6 +309,7 @@ async def test_after_kill_9_during_a_send_the_restarted_keeper_does_not_send_aga
         q = subprocess.run([sys.executable, "-m", "keeper", "--json-logs", "run", "--config", str(DEVNET_CONFIG), "--once"],
                            cwd=REPO, env=env2, capture_output=True, text=True, timeout=120)
         assert q.returncode == 0, q.stderr
+        assert_clean(q.stdout + q.stderr)  # no traceback, no key in the restarted keeper's output either
         events = [json.loads(x) for x in q.stdout.splitlines() if x.startswith("{")]
         restored = {e["intent"].split(":")[1] for e in events if e["event"] == "in_flight_restored"}
         assert len(restored) == in_pool
@@ -314,5 +325,8 @@ async def test_after_kill_9_during_a_send_the_restarted_keeper_does_not_send_aga
                                            "toBlock": "latest", "topics": [POOL.event("LiquidationCall").topic0]}])
         users = [POOL.event("LiquidationCall").decode(lg)["user"].lower() for lg in logs]
         assert len(users) == len(set(users)) == in_pool + new_sends and restored <= set(users)
+        # the journal both processes shared: one transaction on chain per intent, none reverted
+        summary = assert_one_transaction_per_intent(chain, journal)
+        assert sum(rc is not None for rc in summary["mined"].values()) == in_pool + new_sends
     finally:
         chain.call("evm_setAutomine", [True])
