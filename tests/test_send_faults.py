@@ -318,6 +318,17 @@ async def test_losing_races_does_not_pause_sending_but_a_real_failure_does(chain
     assert_trustworthy(chain, keeper, logs, allow_reverted=True)
 
 
+async def land_in_one_block(keeper, chain) -> dict[str, str]:
+    """With automine off: one cycle sends, one block mines them all, the next cycle confirms;
+    returns intent key -> mined hash (at least 3 of them)."""
+    await keeper.cycle(await keeper.read_head())
+    chain.call("evm_mine")  # all of them in one block
+    outs = await keeper.cycle(await keeper.read_head())
+    landed = {o.opp.key: o.tx_hash for o in outs if o.status == "confirmed"}
+    assert len(landed) >= 3
+    return landed
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3])
 async def test_a_liquidation_reorged_out_is_tracked_again_and_lands_once(chain, make_keeper, logs, depth):
     chain.shock("WETH", -12)
@@ -325,11 +336,7 @@ async def test_a_liquidation_reorged_out_is_tracked_again_and_lands_once(chain, 
     keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
     chain.call("evm_setAutomine", [False])
     try:
-        await keeper.cycle(await keeper.read_head())
-        chain.call("evm_mine")  # all of them in one block
-        outs = await keeper.cycle(await keeper.read_head())
-        landed = {o.opp.key: o.tx_hash for o in outs if o.status == "confirmed"}
-        assert len(landed) >= 3
+        landed = await land_in_one_block(keeper, chain)
         for _ in range(depth - 1):
             chain.call("evm_mine")
         chain.call("anvil_reorg", [depth, []])  # the blocks down to theirs are replaced by empty ones

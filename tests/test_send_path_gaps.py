@@ -26,7 +26,8 @@ from keeper.types import Head, TxPlan
 from .conftest import DEVNET_CONFIG, KEEPER, KEEPER_KEY, only_env
 from .faultproxy import FaultProxy, LocalRelay
 from .test_rpc_failover import StubNode, dead_url, signed_transfer, until
-from .test_send_faults import AAVE, JsonLogs, assert_trustworthy, journal_records, liquidations, run_cycles
+from .test_send_faults import (AAVE, JsonLogs, assert_trustworthy, journal_records, land_in_one_block, liquidations,
+                               run_cycles)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 GWEI = 10**9
@@ -233,14 +234,10 @@ async def test_in_relay_mode_a_reorged_out_send_goes_back_to_the_relays_as_the_s
                                    KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1", KEEPER_KEEPER__REPLACE_AFTER_BLOCKS="2")
         chain.call("evm_setAutomine", [False])
         try:
-            await keeper.cycle(await keeper.read_head())
-            chain.call("evm_mine")  # all of them in one block
-            outs = await keeper.cycle(await keeper.read_head())
-            landed = {o.opp.key: o.tx_hash for o in outs if o.status == "confirmed"}
-            assert len(landed) >= 3
+            landed = await land_in_one_block(keeper, chain)
             chain.call("anvil_reorg", [1, []])  # their block is replaced by an empty one
             assert all(chain.call("eth_getTransactionReceipt", [h]) is None for h in landed.values())
-            outs = await run_cycles(keeper, chain, 3)
+            await run_cycles(keeper, chain, 3)
         finally:
             chain.call("evm_setAutomine", [True])
     finally:
