@@ -171,18 +171,6 @@ async def test_liquidating_until_no_position_is_left_below_one(chain, make_keepe
         assert all(o.gross_profit_usd_e8 < 10**8 for o in opps)
 
 
-async def test_stale_oracle_prices_are_not_acted_on(chain, make_keeper):
-    chain.shock("WETH", -12)
-    chain.call("evm_increaseTime", [7200])
-    chain.call("evm_mine")
-    nonce = chain.nonce(KEEPER)
-    keeper = await make_keeper(only=AAVE, KEEPER_PROTOCOLS__0__MAX_PRICE_AGE_S="3600")
-    with capture_logs() as logs:
-        outs = await keeper.cycle(await keeper.read_head())
-    assert outs == [] and chain.nonce(KEEPER) == nonce
-    assert {e.get("reason") for e in logs if e["event"] == "skipped"} == {"stale_price"}
-
-
 async def test_a_zero_oracle_price_is_logged_and_the_keeper_goes_on(chain, make_keeper):
     from keeper.devnet.deploy import DEPLOYER
 

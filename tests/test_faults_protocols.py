@@ -36,8 +36,7 @@ def aave_liquidations(chain, from_block: int) -> list[dict]:
 
 
 async def test_stale_oracle_prices_are_not_acted_on_and_fresh_ones_are_liquidated_once(chain, make_keeper):
-    """A stronger test_aave_keeper.py::test_stale_oracle_prices_are_not_acted_on: every price is
-    two hours old with max_price_age_s = 1 h: nothing is signed, each position priced by them
+    """Every price is two hours old with max_price_age_s = 1 h: nothing is signed, each position priced by them
     is skipped as stale_price, with no traceback and no key in the output. The feeds update
     (same answers, new rounds): the same keeper liquidates, one transaction per intent."""
     out = JsonLogs()
