@@ -432,3 +432,36 @@ async def test_an_rpc_fault_while_judging_a_revert_is_not_counted_and_it_is_judg
     assert tm.paused and tm.consecutive_failures == 1 and len(logs.events("sending_paused")) == 1
     assert not logs.events("lost_race")
     assert_trustworthy(chain, keeper, logs, allow_reverted=True)
+
+
+async def test_sends_held_behind_a_nonce_gap_get_the_gap_filled_and_land_once(chain, make_keeper, logs):
+    """The node goes back further than the keeper watches (here: the keeper's account nonce set
+    two below the sends the node holds, as after a restart from an older state; anvil then
+    keeps them queued and does not serve them by hash): the nonces nothing of the keeper's will
+    use get a 21,000-gas self-transfer each, so the held liquidations, and the sends after
+    them, are mined instead of queueing for ever; none is dropped and sent again beside its
+    queued self (that would liquidate twice once the gap is filled)."""
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    base = chain.nonce(KEEPER)
+    start = chain.block_number()
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        held = sorted(t.nonce for t in keeper.executor.tx.in_flight())
+        assert len(held) >= 3 and held[0] == base
+        chain.call("anvil_setNonce", [KEEPER, hex(base - 2)])  # the chain now needs base-2 and base-1 first
+        chain.call("evm_mine")
+        assert chain.nonce(KEEPER) == base - 2  # nothing could be mined behind the gap
+        outs = await run_cycles(keeper, chain, 4)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    assert [e["nonce"] for e in logs.events("nonce_gap_filled")] == [base - 2, base - 1]
+    assert not logs.events("tx_dropped")
+    assert chain.nonce(KEEPER) == base + len(held)  # the gap filled, every held send mined
+    assert not chain.call("txpool_content")["queued"]
+    users = Counter(e["user"].lower() for e in liquidations(chain, start + 1))
+    confirmed = [o for o in outs if o.status == "confirmed"]
+    assert len(users) == len(held) == len(confirmed) and set(users.values()) == {1}
+    assert [e["nonce"] for e in logs.events("nonce_gap_fill_mined")] == [base - 2, base - 1]
+    assert_trustworthy(chain, keeper, logs)

@@ -24,7 +24,7 @@ from ..protocols.base import ProtocolAdapter, native_price_usd_e8
 from ..types import Head, Outcome, Priced, TxPlan
 from .journal import Journal
 from .simulate import MeasuredSim, Simulator, simulate
-from .txmanager import Broadcaster, SendRefused, Tracked, TxManager
+from .txmanager import FILL_PREFIX, Broadcaster, SendRefused, Tracked, TxManager
 
 ERC20 = abi.load("ERC20")
 F_ALLOWANCE = ERC20.fn("allowance")
@@ -479,6 +479,9 @@ class LiveExecutor(Executor):
         """Report a transaction seen mined: one log line, and the Outcome when this run sent it
         (a transaction restored from the journal after a restart is reported from its receipt)."""
         rc = t.receipt or {}
+        if t.key.startswith(FILL_PREFIX):  # a self-transfer that filled a nonce gap
+            self.log.info("nonce_gap_fill_mined", nonce=t.nonce, tx=t.mined_hash, status=rc.get("status"))
+            return None
         if t.key.startswith("setup:"):
             what, undo = self._setup_undo.pop(t.key, ("", None))
             if rc.get("status") == "0x1" and not t.cancelled:
@@ -530,7 +533,7 @@ class LiveExecutor(Executor):
     def _tx_event(self, event: str, t: Tracked, detail: str) -> None:
         """Replacements and drops, for the store: a replacement is another send of the same
         intent (same intent id, the new hash); a drop is that intent's outcome."""
-        if self.store is None or t.key.startswith("setup:"):
+        if self.store is None or t.key.startswith(("setup:", FILL_PREFIX)):
             return
         protocol, _, account = t.key.partition(":")
         entry = self._sent.get(t.id)

@@ -60,6 +60,7 @@ from .journal import Journal, JournalWriteError
 
 BUMP_NUM, BUMP_DEN = 1125, 1000  # +12.5%: the minimum most nodes accept for a replacement
 CANCEL_GAS = 21_000
+FILL_PREFIX = "fill:"  # the intent key of a self-transfer filling a nonce gap ("fill:<nonce>")
 REORG_WATCH_BLOCKS = 64  # a final transaction is still checked for reorgs this many blocks
 JUDGE_TRIES = 5  # a revert whose judging eth_call keeps failing is left unjudged (not a failure)
 
@@ -627,6 +628,7 @@ class TxManager:
         pend = sorted((t for t in self.pending.values() if t.status == "pending"), key=lambda t: t.nonce)
         expected = latest  # the next nonce the chain can take
         lost: list[Tracked] = []
+        gap: list[int] = []  # nonces below a send the node holds that nothing of ours will fill
         for t in pend:
             known = [by_hash.get(h) for h in t.hashes if isinstance(by_hash.get(h), dict)]
             answered = all(h in by_hash and not isinstance(by_hash[h], Exception) for h in t.hashes) and \
@@ -638,10 +640,15 @@ class TxManager:
                 self._forget(t, "nonce_used_by_another_transaction")
                 continue
             if t.nonce > expected:
-                # a gap below it (the node went back to an older state): it can never be mined
-                if not known or not self.broadcaster.public_pool:
-                    self._forget(t, "nonce_gap", node_next_nonce=expected)
-                    continue
+                # a gap below it: nonces the chain needs first that no send of ours holds (the
+                # node went back further than the sends the keeper watches). They are filled
+                # (below) so this send and every later one can be mined. It is never dropped
+                # for the gap: the node (a queued transaction is not always served by
+                # eth_getTransactionByHash) or a relay may hold it, and once the gap is filled
+                # it would land beside a new send for the same account. It is judged like any
+                # pending send: held, the same transaction again, or cancelled on its nonce.
+                gap += [n for n in range(expected, t.nonce)
+                        if not any(o.nonce == n and o.in_flight for o in self.pending.values())]
             expected = max(expected, t.nonce + 1)
             if not known and t.rebroadcast_block != head.number and (self.broadcaster.public_pool or t.reorged):
                 # the node does not have it (public mempool), or it was reorged out (relays: they
@@ -651,6 +658,40 @@ class TxManager:
                 await self._unstick(t, head, resimulate)
         if lost:
             await self._recover_lost(lost, head, resimulate)
+        if gap:
+            await self._fill_gap(sorted(set(gap)), head)
+
+    async def _fill_gap(self, nonces: list[int], head: Head) -> None:
+        """Nonces the chain needs before a send of ours the node holds, and that no send of ours
+        will use any more (the node went back to an older state, further than the sends it
+        watches): each gets a 21,000-gas self-transfer (`nonce_gap_filled`), tracked and
+        journaled like any send (intent `fill:<nonce>`), so the held sends, and every later one,
+        can be mined instead of queueing behind the gap for ever. Nothing after stopping, or
+        while the limits refuse sending."""
+        for n in nonces:
+            if self.stopping:
+                return
+            plan = TxPlan(to=self.address, data=b"", gas_limit=CANCEL_GAS, description="fill a nonce gap")
+            max_fee, prio = self.fees(head, CANCEL_GAS, None)
+            try:
+                self.check_limits(CANCEL_GAS, max_fee)
+            except SendRefused as e:
+                self.log.warning("nonce_gap_not_filled", nonce=n, reason=e.reason)
+                return
+            tr = Tracked(id=uuid.uuid4().hex[:16], key=f"{FILL_PREFIX}{n}", plan=plan, nonce=n, gas=CANCEL_GAS,
+                         max_fee=max_fee, prio=prio, sent_block=head.number, expected_profit_usd_e8=0, profit_cap_wei=0)
+            self.journal.append({"t": "intent", "id": tr.id, "key": tr.key, "nonce": n, "to": plan.to, "data": "0x",
+                                 "value": 0, "expected_profit_usd_e8": 0, "profit_cap_wei": 0, "block": head.number,
+                                 "block_hash": head.hash})
+            self.pending[tr.id] = tr
+            try:
+                h = await self._broadcast(tr, plan, CANCEL_GAS, max_fee, prio, head, "fill")
+            except RpcError as e:  # e.g. the nonce is used after all: nothing to fill
+                self._forget(tr, f"rejected: {e.rpc_message[:120]}")
+                continue
+            self.log.warning("nonce_gap_filled", nonce=n, tx=h, max_fee_gwei=max_fee / 1e9,
+                             hint="the node went back: a self-transfer on a nonce nothing of ours holds, so the "
+                                  "sends after it can be mined")
 
     async def _recover_lost(self, lost: list[Tracked], head: Head,
                             resimulate: Callable[[Tracked], Awaitable[bool]]) -> None:
