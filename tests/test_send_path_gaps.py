@@ -465,3 +465,31 @@ async def test_sends_held_behind_a_nonce_gap_get_the_gap_filled_and_land_once(ch
     assert len(users) == len(held) == len(confirmed) and set(users.values()) == {1}
     assert [e["nonce"] for e in logs.events("nonce_gap_fill_mined")] == [base - 2, base - 1]
     assert_trustworthy(chain, keeper, logs)
+
+
+async def test_a_gap_too_wide_to_fill_lets_the_sends_above_it_go_and_sends_on_the_nodes_nonce(chain, make_keeper, logs):
+    """The node went back 20 nonces (a reset far back): filling would take 20 transactions, so
+    the sends above the gap are let go (nonce_gap) and nothing is filled; the keeper then sends
+    on the node's nonce and each account is liquidated once."""
+    chain.shock("WETH", -12)
+    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
+    base = chain.nonce(KEEPER)
+    start = chain.block_number()
+    chain.call("evm_setAutomine", [False])
+    try:
+        await keeper.cycle(await keeper.read_head())
+        held = len(keeper.executor.tx.in_flight())
+        assert held >= 3
+        chain.call("anvil_setNonce", [KEEPER, hex(base - 20)])
+        chain.call("evm_mine")
+        outs = await run_cycles(keeper, chain, 4)
+    finally:
+        chain.call("evm_setAutomine", [True])
+    assert not logs.events("nonce_gap_filled")
+    dropped = logs.events("tx_dropped")
+    assert len(dropped) == held and {e["reason"] for e in dropped} == {"nonce_gap"}
+    users = Counter(e["user"].lower() for e in liquidations(chain, start + 1))
+    confirmed = [o for o in outs if o.status == "confirmed"]
+    assert users and len(users) == len(confirmed) and set(users.values()) == {1}
+    assert chain.nonce(KEEPER) == base - 20 + len(confirmed)
+    assert_trustworthy(chain, keeper, logs)

@@ -61,6 +61,7 @@ from .journal import Journal, JournalWriteError
 BUMP_NUM, BUMP_DEN = 1125, 1000  # +12.5%: the minimum most nodes accept for a replacement
 CANCEL_GAS = 21_000
 FILL_PREFIX = "fill:"  # the intent key of a self-transfer filling a nonce gap ("fill:<nonce>")
+MAX_GAP_FILL = 16  # a wider gap (a chain reset far back) is not filled: the sends above it are let go
 REORG_WATCH_BLOCKS = 64  # a final transaction is still checked for reorgs this many blocks
 JUDGE_TRIES = 5  # a revert whose judging eth_call keeps failing is left unjudged (not a failure)
 
@@ -647,8 +648,14 @@ class TxManager:
                 # eth_getTransactionByHash) or a relay may hold it, and once the gap is filled
                 # it would land beside a new send for the same account. It is judged like any
                 # pending send: held, the same transaction again, or cancelled on its nonce.
-                gap += [n for n in range(expected, t.nonce)
-                        if not any(o.nonce == n and o.in_flight for o in self.pending.values())]
+                # A gap wider than MAX_GAP_FILL (a chain reset far back: the sends above it could
+                # only be mined after that many fillers) is not filled; the send is let go.
+                missing = [n for n in range(expected, t.nonce)
+                           if not any(o.nonce == n and o.in_flight for o in self.pending.values())]
+                if len(set(gap + missing)) > MAX_GAP_FILL:
+                    self._forget(t, "nonce_gap", node_next_nonce=expected, gap=len(set(gap + missing)))
+                    continue
+                gap += missing
             expected = max(expected, t.nonce + 1)
             if not known and t.rebroadcast_block != head.number and (self.broadcaster.public_pool or t.reorged):
                 # the node does not have it (public mempool), or it was reorged out (relays: they
