@@ -1,4 +1,4 @@
-"""`keeper stress` (keeper/stress.py) on forks of the devnet: a seeded ladder of large LINK-backed
+"""`keeper stress` (keeper/stress/) on forks of the devnet: a seeded ladder of large LINK-backed
 Aave positions, one price step; with --impact on the keeper's own sales move the LINK pools,
 the oracle follows, and more positions fall (a cascade) than with --impact off. The reported
 numbers are checked against the fork's events and balances before the fork is stopped."""

@@ -1,4 +1,4 @@
-"""`keeper stress` (keeper/stress.py) covering Maker (dss Dog/Clipper) and perps on forks of the
+"""`keeper stress` (keeper/stress/) covering Maker (dss Dog/Clipper) and perps on forks of the
 devnet: a WETH down path in two steps (-10%, then -35%) after seeding a Maker vault that is safe
 after the first step and far under water after the second (its auction cannot cover its tab)
 and a 7x perps long that goes deeply negative (a shortfall for the insurance fund). The keeper
