@@ -39,7 +39,6 @@ MAX_ADVANCE_S = 7_200
 PERPS_WINDOWS = 10
 
 
-
 # --- raw chain access (the fork) ---------------------------------------------------------------
 
 def _word(v: int) -> str:

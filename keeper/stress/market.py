@@ -12,7 +12,6 @@ from ..errors import ConfigError
 from .chain import COVERED, DAI_USD_E8, MOVER, RAY, WAD, _addr, _answer, _call, _enc, _send, _uint, give, set_feed
 
 
-
 # --- pools -------------------------------------------------------------------------------------
 
 class Pool:

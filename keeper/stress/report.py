@@ -7,8 +7,6 @@ from .accounting import _series
 from .chain import RAD_PER_USD_E8, WAD_PER_USD_E8
 
 
-
-
 # --- output ------------------------------------------------------------------------------------
 
 def _usd(e8: int | None) -> str:

@@ -37,7 +37,6 @@ def parse_path(text: str) -> list[Fraction]:
     return out
 
 
-
 def _waiting(m: Market, now: int, block_time: int) -> tuple[list[int], int] | None:
     """What waits for time: (candidate seconds to advance, the time budget it justifies), or
     None when no Maker auction is active and no perps account is flagged. Candidates: an
@@ -127,7 +126,6 @@ async def _cycles(keeper: Any, m: Market, pool: Pool | None, impact: bool, max_c
     return {"cycles": cycles, "capped": capped, "sends": sent, "confirmed": confirmed, "failed": failed,
             "keeper_pnl_usd_e8": pnl, "pnl_unknown": unknown, "time_advanced_s": advanced,
             "time_advances": advances}
-
 
 
 async def stress(config_path: str | Path, asset: str, path: list[Fraction], *, impact: bool = False,
@@ -262,7 +260,6 @@ async def stress(config_path: str | Path, asset: str, path: list[Fraction], *, i
                 os.environ.pop(key_env, None)
             else:
                 os.environ[key_env] = saved_key
-
 
 
 async def main(args: Any) -> int:
