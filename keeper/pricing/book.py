@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Sequence
 
-from eth_abi import encode as abi_encode
 
 from .. import abi
 from ..multicall import Call
@@ -41,6 +40,13 @@ V3 = 1  # Uniswap V3 pool (executed through the SwapRouter exactInputSingle)
 V2 = 2  # Uniswap V2 pair (executed by transferring in and calling pair.swap)
 
 _ROUTE_TYPE = ["(uint8,address,address,address,uint24)[]"]
+
+
+def _addr_word(a: str) -> bytes:
+    raw = bytes.fromhex(a[2:])
+    if len(raw) != 20:
+        raise ValueError(f"not an address: {a!r}")
+    return b"\0" * 12 + raw
 _ZERO = "0x" + "00" * 20
 
 
@@ -67,7 +73,15 @@ class Route:
         """abi.encode((uint8,address,address,address,uint24)[]) of the hops; b"" without hops."""
         if not self.hops:
             return b""
-        return abi_encode(_ROUTE_TYPE, [[(h.venue, h.pool, h.token_in, h.token_out, h.fee) for h in self.hops]])
+        # by hand (eth_abi gives the same bytes, 20 times slower): the array's offset, its
+        # length, then each hop as five words
+        out = [(32).to_bytes(32, "big"), len(self.hops).to_bytes(32, "big")]
+        for h in self.hops:
+            if not 0 <= h.venue < 256 or not 0 <= h.fee < 1 << 24:
+                raise ValueError(f"bad hop: venue {h.venue}, fee {h.fee}")
+            out += [h.venue.to_bytes(32, "big"), _addr_word(h.pool), _addr_word(h.token_in), _addr_word(h.token_out),
+                    h.fee.to_bytes(32, "big")]
+        return b"".join(out)
 
     @property
     def fee_tier(self) -> int:
