@@ -16,7 +16,12 @@
    adapter without them is listed as not covered.
 3. Block by block, n = A+1..B: the source's oracle updates of block n are sent on the fork
    from their own senders (impersonated, priority fee 0: the keeper's sends of the block
-   before go first, as they were sent first). With --mempool on (the default) each update
+   before go first, as they were sent first), and so is the market around them, in the
+   source's order: every transaction of the range whose sender swapped in a pool the keeper
+   prices with (a Uniswap V3 or V2 Swap event of the book's pools, found after the first
+   cycle), except the source's liquidations themselves (those are what the keeper competes
+   for), so the fork's pools follow the source's. A transaction that fails on the fork (its
+   state diverged) is counted, not retried. With --mempool on (the default) each update
    is then handed to the keeper as the pending transaction it was (Keeper.react, as its
    PendingWatcher would): the keeper re-prices the exposed accounts at the pending answer
    and sends its liquidations right behind the update, into block n. Block n is mined with
@@ -35,7 +40,9 @@
    Values are what each liquidation paid its liquidator, priced by the keeper's adapter at
    the fork's prices of that block.
 
-A competitor in the very block of the price move is `raced` either way: with the mempool the
+Other transactions of the source are not replayed (a swap whose sender is not a swapper of
+the range, through a pool the keeper does not price with, is not). A competitor in the very
+block of the price move is `raced` either way: with the mempool the
 keeper lands in that block too (blocks_ahead 0; who is first inside a block is the builder's
 order, which a fork cannot replay), without it one block later (-1). A competitor one block
 after the move is `ours` (+1) with the mempool and `raced` (0) without. Only the oracle
@@ -53,6 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eth_utils import keccak
+
 from . import abi
 from .errors import ConfigError
 from .fork import RUN_DIR, ForkAnvil, _local, _source_call, fund, source_head
@@ -63,11 +72,13 @@ from .types import ChainLiquidation
 MAX_BLOCKS = 20_000
 LOG_CHUNK = 2_000
 F_SRC = abi.Function("src", [], ["address"])  # a Maker pip's (AggregatorPip, OSM) source
+# Uniswap V3 pool and V2 pair Swap events: a source transaction that swapped in a pool the
+# keeper prices with is replayed too, so the fork's pools follow the source's
+SWAP_TOPICS = ["0x" + keccak(text=sig).hex() for sig in (
+    "Swap(address,address,int256,int256,uint160,uint128,int24)", "Swap(address,uint256,uint256,uint256,uint256,address)")]
 
 
 def _answer_updated_topic() -> str:
-    from eth_utils import keccak
-
     return "0x" + keccak(text="AnswerUpdated(int256,uint256,uint256)").hex()
 
 
@@ -156,8 +167,9 @@ async def _react(keeper: Any, url: str, tx_hash: str) -> int:
 
 async def replay(config_path: str | Path, source_url: str, from_block: int, to_block: int, *,
                  environ: dict[str, str] | None = None, port: int = 0, log: Any = None,
-                 mempool: bool = True) -> dict[str, Any]:
-    """Run the backtest; returns the report (see module docstring). The fork is always stopped."""
+                 mempool: bool = True, on_fork: Any = None) -> dict[str, Any]:
+    """Run the backtest; returns the report (see module docstring). on_fork(url, report) is
+    called before the fork is stopped (tests check the chain there). The fork is always stopped."""
     from .app import Keeper
     from .config import load_config
     from .devnet.anvil import free_port
@@ -198,32 +210,52 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
         await keeper.cycle(await keeper.read_head())  # block A: what it knew before the range
         targets = await feed_targets(keeper)
         sources, not_covered = liquidation_sources(keeper)
+        pools: list[str] = []
+        if keeper.swaps is not None:  # the pools among the tokens the adapters watch
+            await keeper.swaps.book((await keeper.read_head()).number)
+            pools = keeper.swaps.pools
 
         # the source's history of the range
         a, b = from_block + 1, to_block
         update_txs: set[str] = set()
+        swap_txs: set[str] = set()  # the source's swaps in the pools the keeper prices with
+        swappers: set[str] = set()  # their senders: their other transactions of the range go too
+        liq_txs: set[str] = set()  # the source's liquidations: never replayed (the keeper competes)
         source_logs: dict[int, list[tuple[Any, list[dict[str, Any]]]]] = {}
         if a <= b:
             if targets:
                 for lg in _logs(source_url, sorted(targets), _answer_updated_topic(), a, b):
                     update_txs.add(lg["transactionHash"].lower())
+            if pools:
+                for lg in _logs(source_url, pools, SWAP_TOPICS, a, b):
+                    swap_txs.add(lg["transactionHash"].lower())
             for name, adapter, addresses, topics in sources:
                 by_block: dict[int, list[dict[str, Any]]] = {}
                 for lg in _logs(source_url, addresses, topics, a, b):
                     by_block.setdefault(int(lg["blockNumber"], 16), []).append(lg)
+                    liq_txs.add(lg["transactionHash"].lower())
                 for n, lgs in by_block.items():
                     source_logs.setdefault(n, []).append((adapter, lgs))
 
         replayed, failed, misaligned, reactions = 0, [], [], 0
+        market_txs_replayed, market_txs_failed = 0, []
         liqs: list[ChainLiquidation] = []
+        blocks = {n: _source_call(source_url, "eth_getBlockByNumber", [hex(n), True]) for n in range(a, b + 1)}
+        swap_txs -= liq_txs  # a liquidation that sold through a pool is the competitor's: not replayed
+        for blk in blocks.values():
+            for tx in (blk or {}).get("transactions", []):
+                if tx["hash"].lower() in swap_txs:
+                    swappers.add(str(tx.get("from", "")).lower())
         for n in range(a, b + 2):
-            blk = _source_call(source_url, "eth_getBlockByNumber", [hex(n), True]) if n <= b else None
+            blk = blocks.get(n)
             if blk is not None:
-                sent = []
-                for tx in blk.get("transactions", []):
+                sent, swaps = [], []
+                for tx in blk.get("transactions", []):  # in the source's order
                     to = (tx.get("to") or "").lower()
                     if to in targets or tx["hash"].lower() in update_txs:
                         sent.append((tx["hash"], _send_update(url, tx)))
+                    elif tx["hash"].lower() not in liq_txs and str(tx.get("from", "")).lower() in swappers:
+                        swaps.append((tx["hash"], _send_update(url, tx)))
                 if mempool:
                     for _src, h in sent:
                         reactions += 1 if await _react(keeper, url, h) else 0
@@ -235,6 +267,11 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
                     replayed += 1
                     if not rc or rc.get("status") != "0x1":
                         failed.append(src_hash)
+                for src_hash, h in swaps:
+                    rc = _local(url, "eth_getTransactionReceipt", [h])
+                    market_txs_replayed += 1
+                    if not rc or rc.get("status") != "0x1":
+                        market_txs_failed.append(src_hash)
             got = int(_local(url, "eth_blockNumber"), 16)
             if got != n:
                 misaligned.append({"source_block": n, "fork_block": got})
@@ -251,9 +288,13 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
         rows = [classify_row(lq, captured.get((lq.protocol, lq.account.lower())), ours, keeper.tracker) for lq in liqs]
         source_keys = {(lq.protocol, lq.account.lower()) for lq in liqs}
         extra = [lq for key, lq in captured.items() if key not in source_keys]
-        return build_report(shown, chain_id, from_block, to_block, rows, extra, captured, not_covered,
-                            replayed=replayed, failed=failed, misaligned=misaligned, address=address,
-                            took_s=time.monotonic() - t0, mempool=mempool, reactions=reactions)
+        rep = build_report(shown, chain_id, from_block, to_block, rows, extra, captured, not_covered,
+                           replayed=replayed, failed=failed, misaligned=misaligned, address=address,
+                           took_s=time.monotonic() - t0, mempool=mempool, reactions=reactions,
+                           market_txs_replayed=market_txs_replayed, market_txs_failed=market_txs_failed, pools=pools)
+        if on_fork is not None:
+            on_fork(url, rep)
+        return rep
     finally:
         try:
             if keeper is not None:
@@ -308,6 +349,8 @@ def build_report(source: str, chain_id: int, a: int, b: int, rows: list[Row], ex
         "oracle_updates_replayed": info.get("replayed", 0), "oracle_updates_failed": info.get("failed", []),
         "misaligned_blocks": info.get("misaligned", []), "keeper": info.get("address"),
         "mempool": info.get("mempool", False), "reactions": info.get("reactions", 0),
+        "pools": list(info.get("pools", [])), "market_txs_replayed": info.get("market_txs_replayed", 0),
+        "market_txs_failed": info.get("market_txs_failed", []),
         "took_s": round(info.get("took_s", 0.0), 2),
     }
 
@@ -318,7 +361,10 @@ def render(rep: dict[str, Any]) -> str:
              f"{rep['oracle_updates_replayed']} oracle updates replayed"
              + (f", {len(rep['oracle_updates_failed'])} failed" if rep["oracle_updates_failed"] else "")
              + (f", mempool on ({rep['reactions']} reacted to while pending)" if rep.get("mempool")
-                else ", mempool off (per-block keeper)"),
+                else ", mempool off (per-block keeper)")
+             + f"; {rep.get('market_txs_replayed', 0)} transactions of the swappers in the keeper's "
+               f"{len(rep.get('pools', []))} pools replayed"
+             + (f", {len(rep['market_txs_failed'])} failed" if rep.get("market_txs_failed") else ""),
              f"{'protocol':<18} {'account':<42} {'block':>8} {'class':<8} {'ours at':>8} {'ahead':>6} "
              f"{'value $':>12}  competitor"]
     for r in rep["liquidations"]:

@@ -259,3 +259,42 @@ async def test_replay_covers_maker_barks_and_perps_liquidations(chain, monkeypat
     assert (liq["class"], liq["block"]) == ("ours", perps_block), liq
     assert a < liq["our_block"] < perps_block
     assert len(rep["liquidations"]) == 2  # the competitor's bark and perps liquidation, nothing else on the source
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_replay_follows_the_source_pools_with_its_swaps(chain, monkeypatch):
+    """History: WETH +1% with the devnet's pools arbitraged to it (swaps in the pools the
+    keeper prices with), twice. Replayed, those swaps are sent again on the fork in the
+    source's order, so at the last block every pool of the keeper's book is exactly as on the
+    source (the keeper has nothing to liquidate on a rise)."""
+    from keeper.devnet import free_port
+    from keeper.replay import render, replay
+
+    a = chain.block_number()
+    chain.shock("WETH", 1)
+    mine(chain)
+    chain.shock("WETH", 1)
+    b = chain.block_number()
+    slot0, reserves = abi.Function("slot0", [], []), abi.Function("getReserves", [], [])
+    states: dict[str, tuple[abi.Function, str, str]] = {}
+
+    def check(url: str, rep: dict) -> None:
+        for pool in rep["pools"]:
+            for fn in (slot0, reserves):
+                try:
+                    src = chain.call("eth_call", [{"to": pool, "data": "0x" + fn.selector.hex()}, hex(b)])
+                except RuntimeError:
+                    continue  # not that kind of pool
+                states[pool] = (fn, src, rpc(url, "eth_call", [{"to": pool, "data": "0x" + fn.selector.hex()}, "latest"]))
+
+    monkeypatch.setenv("KEEPER_PRIVATE_KEY", KEEPER_KEY)
+    rep = await replay(DEVNET_CONFIG, chain.url, a, b, environ=env_for(chain), port=free_port(), on_fork=check)
+    print(render(rep))
+    assert rep["liquidations"] == [] and rep["extra"] == []
+    pools = rep["pools"]
+    assert rep["market_txs_replayed"] >= 2 and rep["market_txs_failed"] == [] and len(pools) >= 4
+    assert len(states) == len(pools)
+    moved = [p for p, (fn, src, _) in states.items()
+             if src != rpc(chain.url, "eth_call", [{"to": p, "data": "0x" + fn.selector.hex()}, hex(a)])]
+    assert moved, "the history moved no pool"
+    assert all(src == fork for _, src, fork in states.values()), states

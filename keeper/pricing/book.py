@@ -352,6 +352,11 @@ class SwapVenues:
         self.loads = 0  # state loads done (for tests and metrics)
         self.watch(self.connectors)
 
+    @property
+    def pools(self) -> list[str]:
+        """Every pool and pair found so far (V3 pools, then V2 pairs; checksummed)."""
+        return [m.address for m in self._v3.values()] + [m.address for m in self._v2.values()]
+
     def watch(self, tokens: Iterable[str]) -> None:
         """Tokens adapters may sell or buy; pools among watched tokens and connectors are found."""
         for t in tokens:
