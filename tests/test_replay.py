@@ -264,16 +264,14 @@ async def test_replay_covers_maker_barks_and_perps_liquidations(chain, monkeypat
 @pytest.mark.asyncio(loop_scope="session")
 async def test_replay_follows_the_source_pools_with_its_swaps(chain, monkeypatch):
     """History: WETH +1% with the devnet's pools arbitraged to it (swaps in the pools the
-    keeper prices with), twice. Replayed, those swaps are sent again on the fork in the
+    keeper prices with). Replayed, those swaps are sent again on the fork in the
     source's order, so at the last block every pool of the keeper's book is exactly as on the
     source (the keeper has nothing to liquidate on a rise)."""
     from keeper.devnet import free_port
     from keeper.replay import render, replay
 
     a = chain.block_number()
-    chain.shock("WETH", 1)
-    mine(chain)
-    chain.shock("WETH", 1)
+    chain.shock("WETH", 1)  # one move: a fork of the devnet reaches back only so many blocks
     b = chain.block_number()
     slot0, reserves = abi.Function("slot0", [], []), abi.Function("getReserves", [], [])
     states: dict[str, tuple[abi.Function, str, str]] = {}
