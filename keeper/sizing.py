@@ -30,6 +30,18 @@ class Best:
     evaluations: int
 
 
+def last_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest x in [lo, hi) with pred(x), for a pred true at lo and false at hi that
+    changes once between them (integer bisection)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def grid(lo: int, hi: int, n: int = GRID) -> list[int]:
     """Sizes from lo to hi: a geometric run over the lowest decades (small slices of a whale)
     and an even spread above, always including both ends."""

@@ -434,13 +434,10 @@ async def test_an_rpc_fault_while_judging_a_revert_is_not_counted_and_it_is_judg
     assert_trustworthy(chain, keeper, logs, allow_reverted=True)
 
 
-async def test_sends_held_behind_a_nonce_gap_get_the_gap_filled_and_land_once(chain, make_keeper, logs):
-    """The node goes back further than the keeper watches (here: the keeper's account nonce set
-    two below the sends the node holds, as after a restart from an older state; anvil then
-    keeps them queued and does not serve them by hash): the nonces nothing of the keeper's will
-    use get a 21,000-gas self-transfer each, so the held liquidations, and the sends after
-    them, are mined instead of queueing for ever; none is dropped and sent again beside its
-    queued self (that would liquidate twice once the gap is filled)."""
+async def sends_then_node_back(chain, make_keeper, back: int) -> tuple[Any, int, int, list[int], list[Any]]:
+    """The keeper sends its liquidations (automine off), then the node's nonce for its key goes
+    `back` below the first of them (as after a restart from an older state), then four cycles.
+    Returns (keeper, first nonce, block before, the held nonces, the cycles' outcomes)."""
     chain.shock("WETH", -12)
     keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
     base = chain.nonce(KEEPER)
@@ -450,12 +447,24 @@ async def test_sends_held_behind_a_nonce_gap_get_the_gap_filled_and_land_once(ch
         await keeper.cycle(await keeper.read_head())
         held = sorted(t.nonce for t in keeper.executor.tx.in_flight())
         assert len(held) >= 3 and held[0] == base
-        chain.call("anvil_setNonce", [KEEPER, hex(base - 2)])  # the chain now needs base-2 and base-1 first
+        chain.call("anvil_setNonce", [KEEPER, hex(base - back)])
         chain.call("evm_mine")
-        assert chain.nonce(KEEPER) == base - 2  # nothing could be mined behind the gap
+        assert chain.nonce(KEEPER) == base - back  # nothing could be mined behind the gap
         outs = await run_cycles(keeper, chain, 4)
     finally:
         chain.call("evm_setAutomine", [True])
+    return keeper, base, start, held, outs
+
+
+async def test_sends_held_behind_a_nonce_gap_get_the_gap_filled_and_land_once(chain, make_keeper, logs):
+    """The node goes back further than the keeper watches (here: the keeper's account nonce set
+    two below the sends the node holds, as after a restart from an older state; anvil then
+    keeps them queued and does not serve them by hash): the nonces nothing of the keeper's will
+    use get a 21,000-gas self-transfer each, so the held liquidations, and the sends after
+    them, are mined instead of queueing for ever; none is dropped and sent again beside its
+    queued self (that would liquidate twice once the gap is filled)."""
+    # the chain now needs base-2 and base-1 first
+    keeper, base, start, held, outs = await sends_then_node_back(chain, make_keeper, 2)
     assert [e["nonce"] for e in logs.events("nonce_gap_filled")] == [base - 2, base - 1]
     assert not logs.events("tx_dropped")
     assert chain.nonce(KEEPER) == base + len(held)  # the gap filled, every held send mined
@@ -471,23 +480,10 @@ async def test_a_gap_too_wide_to_fill_lets_the_sends_above_it_go_and_sends_on_th
     """The node went back 20 nonces (a reset far back): filling would take 20 transactions, so
     the sends above the gap are let go (nonce_gap) and nothing is filled; the keeper then sends
     on the node's nonce and each account is liquidated once."""
-    chain.shock("WETH", -12)
-    keeper = await make_keeper(only=AAVE, KEEPER_KEEPER__RECEIPT_TIMEOUT_S="0.1")
-    base = chain.nonce(KEEPER)
-    start = chain.block_number()
-    chain.call("evm_setAutomine", [False])
-    try:
-        await keeper.cycle(await keeper.read_head())
-        held = len(keeper.executor.tx.in_flight())
-        assert held >= 3
-        chain.call("anvil_setNonce", [KEEPER, hex(base - 20)])
-        chain.call("evm_mine")
-        outs = await run_cycles(keeper, chain, 4)
-    finally:
-        chain.call("evm_setAutomine", [True])
+    keeper, base, start, held, outs = await sends_then_node_back(chain, make_keeper, 20)
     assert not logs.events("nonce_gap_filled")
     dropped = logs.events("tx_dropped")
-    assert len(dropped) == held and {e["reason"] for e in dropped} == {"nonce_gap"}
+    assert len(dropped) == len(held) and {e["reason"] for e in dropped} == {"nonce_gap"}
     users = Counter(e["user"].lower() for e in liquidations(chain, start + 1))
     confirmed = [o for o in outs if o.status == "confirmed"]
     assert users and len(users) == len(confirmed) and set(users.values()) == {1}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Collection, Protocol
 
 from ..errors import BadResponseError, ConfigError, RpcError
 from ..progress import MIN_CHUNKS, Progress
 from ..rpc import Rpc
+from ..sizing import last_true
 from ..types import ChainLiquidation, Head, Opportunity
 
 if TYPE_CHECKING:
@@ -80,14 +81,18 @@ def breaking_price(breaks: Callable[[int], bool], now: int, broken_now: bool) ->
         return "liquidatable_now", now
     if now <= 1 or not breaks(1):
         return "safe", None
-    lo, hi = 1, now  # breaks(lo), not breaks(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if breaks(mid):
-            lo = mid
-        else:
-            hi = mid
-    return "at_risk", lo
+    return "at_risk", last_true(breaks, 1, now)
+
+
+def note_break(row: dict[str, Any], status: str, lp: int | None, now: int) -> bool:
+    """A risk row's status, liquidation price and distance to it from `now` (in %); with no
+    liquidation price (nothing breaks the position) also no loss and no bonus. True when
+    there is one (the caller adds what the position looks like there)."""
+    if lp is None:
+        row.update(status=status, liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+        return False
+    row.update(status=status, liquidation_price=lp, distance_pct=(lp - now) * 100 / now if now else None)
+    return True
 
 
 def native_price_usd_e8(adapters: Any) -> int | None:
@@ -97,6 +102,38 @@ def native_price_usd_e8(adapters: Any) -> int | None:
         if p:
             return p
     return None
+
+
+def trigger_tag(trigger: Any) -> str:
+    """What names a reaction's pending trigger in the sizing records: its hash."""
+    return getattr(trigger, "hash", "pending")
+
+
+class Resizing:
+    """Mixed into the actions of adapters whose liquidations swap: each opportunity's sizing
+    record, (block, candidate) in `_candidates` under `_record_key(opp)` (plus the trigger's
+    tag for a reaction), is sized again on another book (the keeper's own earlier swaps
+    applied). Pure: no I/O."""
+
+    _candidates: dict[tuple[Any, ...], tuple[int, Any]]
+
+    def _size(self, block: int, k: Any, book: Any) -> Opportunity | str:
+        raise NotImplementedError
+
+    def _record_key(self, opp: Opportunity) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
+        """Sized again on `book` (the swaps ranked before it applied): no I/O."""
+        key = self._record_key(opp) + (() if opp.behind is None else (trigger_tag(opp.behind),))
+        found = self._candidates.get(key)
+        if found is None:
+            return opp
+        block, k = found
+        again = self._size(block, k, book)
+        if isinstance(again, str):
+            return None
+        return again if opp.behind is None else replace(again, behind=opp.behind)
 
 
 class ProtocolAdapter(Protocol):

@@ -4,18 +4,18 @@ that carries it out through the keeper's liquidator contract. Pure: no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable
 
 from ... import sizing
 from ...types import Approval, Opportunity, TxPlan
+from ..base import Resizing
 from . import math as am
 from .calls import F_FLASH, F_INVENTORY, HOP_GAS, MAX_UINT
 from .config import AaveV3Config
 from .model import AaveLiquidation, Candidate, Reserve, Valued
 
 
-class Actions:
+class Actions(Resizing):
     """Mixed into the adapter: sizing and encoding over what refresh() read."""
 
     cfg: AaveV3Config
@@ -154,18 +154,8 @@ class Actions:
             gross_profit_usd_e8=v.profit_usd_e8, gas_units=gas + HOP_GAS * max(0, hops - 1), plan=plan,
             spend=spend, detail=detail, risk_e18=10**18 - min(k.hf, 10**18), routes=(route,) if hops else ())
 
-    def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
-        """Sized again on `book` (the swaps ranked before it applied): no I/O."""
-        key = (opp.account, opp.detail.route) if opp.behind is None else \
-            (opp.account, opp.detail.route, getattr(opp.behind, "hash", "pending"))
-        found = self._candidates.get(key)
-        if found is None:
-            return opp
-        block, k = found
-        again = self._size(block, k, book)
-        if isinstance(again, str):
-            return None
-        return again if opp.behind is None else replace(again, behind=opp.behind)
+    def _record_key(self, opp: Opportunity) -> tuple[Any, ...]:
+        return (opp.account, opp.detail.route)  # one sizing record per account and route
 
     def _bonus_and_prices(self, pos: dict[str, Any], c: Reserve, d: Reserve) -> tuple[int, int, int]:
         bonus, c_price, d_price = c.liquidation_bonus_bps, c.price, d.price

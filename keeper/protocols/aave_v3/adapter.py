@@ -27,7 +27,7 @@ from ... import abi
 from ...errors import BadResponseError, ConfigError
 from ...multicall import Call
 from ...types import ChainLiquidation, Head, Opportunity
-from ..base import BaseAdapter, Skip, log_chunks, require_code
+from ..base import BaseAdapter, Skip, log_chunks, require_code, trigger_tag
 from . import chainstate, local, math as am, versions
 from .actions import Actions
 from .calls import (BORROW_TOPIC, EV_BALANCE_TRANSFER, EV_LIQUIDATION, POSITION_TOPICS, F_ACCOUNT, F_BALANCE, F_BASE_UNIT, F_CONFIGURATION, F_DECIMALS,
@@ -702,7 +702,7 @@ class Adapter(Actions, Views, BaseAdapter):
         positions = self._positions_local(sorted(health), ts, reserves)
         skips: list[Skip] = []
         found = self._best(self._candidates_for(positions, health, reserves, skips), head.number, skips, book,
-                           behind=getattr(trigger, "hash", "pending"))
+                           behind=trigger_tag(trigger))
         self.log.info("oracle_update_reaction", tx=getattr(trigger, "hash", None), exposed=len(users),
                       liquidatable=len(health), opportunities=len(found), skipped=len(skips))
         return [replace(o, behind=trigger) for o in found]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..base import breaking_price
+from ..base import breaking_price, note_break
 from ... import abi
 from ...types import Opportunity
 from .calls import EV_FLASH, EV_LIQUIDATION, NATIVE_SYMBOLS
@@ -173,14 +173,11 @@ class Views:
                     "collateral_usd_e8": self._to_usd_e8(now.total_collateral_base)}
                 status, lp = breaking_price(liquidatable, p0,
                                             am.is_liquidatable(now.health_factor_wad, now.total_debt_base))
-                if lp is None:
-                    row.update(status=status, liquidation_price=None, liquidation_price_usd_e8=None,
-                               distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+                if not note_break(row, status, lp, p0):
+                    row["liquidation_price_usd_e8"] = None
                     out.append(row)
                     continue
-                row.update(status=status, liquidation_price=lp,
-                           liquidation_price_usd_e8=row["price_usd_e8"] if lp == p0 else self._to_usd_e8(lp))
-                row["distance_pct"] = (lp - p0) * 100 / p0 if p0 else None
+                row["liquidation_price_usd_e8"] = row["price_usd_e8"] if lp == p0 else self._to_usd_e8(lp)
                 at = data(lp)
                 row["debt_at_liquidation_usd_e8"] = self._to_usd_e8(at.total_debt_base)
                 row["loss_usd_e8"] = self._to_usd_e8(max(0, at.total_debt_base - at.total_collateral_base))

@@ -38,7 +38,7 @@ from ...errors import BadResponseError, ConfigError
 from ...missed import ChainLiquidation
 from ...multicall import Call
 from ...types import Head, Opportunity, TxPlan
-from ..base import BaseAdapter, Skip, breaking_price, has_code, log_chunks, require_code
+from ..base import BaseAdapter, Skip, breaking_price, has_code, log_chunks, note_break, require_code
 from . import math as mm
 from .math import RAD, RAY, WAD
 
@@ -1211,12 +1211,9 @@ def _risk_liquidation_prices(self: Any, ts: int, pips: dict[str, tuple[str, int,
             "spot_stale": spot_at(a0) != k.spot,
             "debt_usd_e8": self._dai_rad_to_usd_e8(debt), "collateral_usd_e8": self._dai_rad_to_usd_e8(coll_rad(a0))}
         status, lp = breaking_price(unsafe, a0, mm.is_unsafe(u.ink, u.art, k.spot, k.rate) or unsafe(a0))
-        if lp is None:
-            row.update(status=status, liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+        if not note_break(row, status, lp, a0):
             out.append(row)
             continue
-        row.update(status=status, liquidation_price=lp)
-        row["distance_pct"] = (lp - a0) * 100 / a0
         row["loss_usd_e8"] = self._dai_rad_to_usd_e8(max(0, debt - coll_rad(lp)))
         size = mm.bark_size(u.ink, u.art, k.rate, k.dust, k.chop, self.Hole, self.Dirt, k.hole, k.dirt)
         if isinstance(size, str):

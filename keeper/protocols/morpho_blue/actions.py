@@ -5,11 +5,12 @@ token repaid inside Morpho's onMorphoLiquidate callback). Pure: no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ... import sizing
 from ...types import Opportunity, TxPlan
+from ..base import Resizing
 from . import math as mm
 from .calls import F_LIQUIDATE, HOP_GAS
 from .config import MorphoBlueConfig
@@ -26,7 +27,7 @@ class Valued:
     profit_usd_e8: int
 
 
-class Actions:
+class Actions(Resizing):
     """Mixed into the adapter: sizing and encoding over what the refresh read."""
 
     cfg: MorphoBlueConfig
@@ -122,14 +123,5 @@ class Actions:
             plan=plan, detail=detail, risk_e18=10**18 - min(k.health_factor_wad, 10**18),
             routes=(route,) if hops else ())
 
-    def resize(self, opp: Opportunity, book: Any) -> Opportunity | None:
-        """Sized again on `book` (the swaps ranked before it applied): no I/O."""
-        key = (opp.account,) if opp.behind is None else (opp.account, getattr(opp.behind, "hash", "pending"))
-        found = self._candidates.get(key)
-        if found is None:
-            return opp
-        block, k = found
-        again = self._size(block, k, book)
-        if isinstance(again, str):
-            return None
-        return again if opp.behind is None else replace(again, behind=opp.behind)
+    def _record_key(self, opp: Opportunity) -> tuple[Any, ...]:
+        return (opp.account,)  # one sizing record per borrower (its best market)

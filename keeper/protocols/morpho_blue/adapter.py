@@ -34,7 +34,7 @@ from ... import abi
 from ...errors import BadResponseError
 from ...multicall import Call
 from ...types import ChainLiquidation, Head, Opportunity
-from ..base import BaseAdapter, Skip, log_chunks, require_code
+from ..base import BaseAdapter, Skip, log_chunks, require_code, trigger_tag
 from . import math as mm
 from .actions import Actions
 from .calls import (EV_CREATE_MARKET, EV_LIQUIDATE, F_ANSWER, F_DECIMALS, F_FEED_DECIMALS, F_MARKET,
@@ -77,7 +77,7 @@ class Adapter(Actions, Views, BaseAdapter):
         self.next_ts = 0
         self._chain_liquidations: list[ChainLiquidation] = []
         self._candidates: dict[tuple[str, ...], tuple[int, Candidate]] = {}
-        self._oracle_answers: dict[str, int] = {}  # the oracles' feeds (lowercase) -> answer (signed)
+        self._oracle_answers: dict[str, int] = {}  # every feed read (lowercase) -> answer (signed)
         self._oracle_warned: set[str] = set()
 
     # -- start-up ---------------------------------------------------------------------
@@ -101,11 +101,26 @@ class Adapter(Actions, Views, BaseAdapter):
         self.log.info("morpho_ready", morpho=self.cfg.morpho, liquidator=self.cfg.liquidator)
 
     async def refresh_feeds(self) -> None:
-        feeds = sorted(self._feed_decimals)
-        res = await self.mc.run([Call(f, F_ANSWER.encode()) for f in feeds])
+        feeds = self._feeds_to_read()
+        self._note_answers(feeds, await self.mc.run([Call(f, F_ANSWER.encode()) for f in feeds]))
+
+    def _feeds_to_read(self) -> list[str]:
+        """The loan tokens' USD feeds and the feeds the markets' oracles read, each once."""
+        out = {f.lower(): f for m in self.markets.values() if m.oracle_feeds is not None for f in m.oracle_feeds.feeds}
+        out.update({f.lower(): f for f in self._feed_decimals})
+        return sorted(out.values())
+
+    def _note_answers(self, feeds: list[str], res: list[tuple[bool, bytes]]) -> None:
+        """Their latestAnswer: a USD feed's when positive (else 0: unknown), and every feed's
+        as the oracles see it (signed; left out when it did not answer)."""
         for f, (ok, data) in zip(feeds, res):
-            ans = int.from_bytes(data, "big") if ok and len(data) == 32 else 0
-            self._feed_answers[f] = ans if 0 < ans < 2**255 else 0
+            raw = int.from_bytes(data, "big", signed=True) if ok and len(data) == 32 else None
+            if f in self._feed_decimals:
+                self._feed_answers[f] = raw if raw is not None and raw > 0 else 0
+            if raw is None:
+                self._oracle_answers.pop(f.lower(), None)
+            else:
+                self._oracle_answers[f.lower()] = raw
 
     # -- discovery --------------------------------------------------------------------
     async def sync(self, head: Head) -> int:
@@ -218,13 +233,11 @@ class Adapter(Actions, Views, BaseAdapter):
         markets = [m for m in self.markets.values()]
         full = self.checked_at is None or head.number - self.checked_at >= self.cfg.full_check_blocks
         to_read = sorted(self.positions_by) if full else sorted(self.dirty)
-        feeds = sorted(set(self._feed_decimals))
-        ofeeds = sorted({f for m in markets if m.oracle_feeds is not None for f in m.oracle_feeds.feeds})
+        feeds = self._feeds_to_read()
         calls: list[Call] = []
         for m in markets:
             calls += [Call(self.cfg.morpho, F_MARKET.encode(bytes.fromhex(m.id[2:]))), Call(m.oracle, F_PRICE.encode())]
         calls += [Call(f, F_ANSWER.encode()) for f in feeds]
-        calls += [Call(f, F_ANSWER.encode()) for f in ofeeds]
         calls += [Call(self.cfg.morpho, F_POSITION.encode(bytes.fromhex(mid[2:]), who)) for mid, who in to_read]
         res = await self.mc.run(calls, head.number)
         for i, m in enumerate(markets):
@@ -237,17 +250,9 @@ class Adapter(Actions, Views, BaseAdapter):
                 m.price = int.from_bytes(pdata, "big")
                 m.price_problem = None if m.price else "zero"
         res = res[2 * len(markets):]
-        for f, (ok, data) in zip(feeds, res):
-            ans = int.from_bytes(data, "big") if ok and len(data) == 32 else 0
-            self._feed_answers[f] = ans if 0 < ans < 2**255 else 0
-        res = res[len(feeds):]
-        for f, (ok, data) in zip(ofeeds, res):
-            if ok and len(data) == 32:
-                self._oracle_answers[f.lower()] = int.from_bytes(data, "big", signed=True)
-            else:
-                self._oracle_answers.pop(f.lower(), None)
+        self._note_answers(feeds, res[:len(feeds)])
         self._check_oracles(markets)
-        res = res[len(ofeeds):]
+        res = res[len(feeds):]
         for key, (ok, data) in zip(to_read, res):
             if not ok or len(data) != 96:
                 continue
@@ -398,7 +403,7 @@ class Adapter(Actions, Views, BaseAdapter):
         book = await self.swaps.book(head.number) if self.swaps is not None else None
         # from here on no await: the block cycle never sees the pending price
         skips: list[Skip] = []
-        tag = getattr(trigger, "hash", "pending")
+        tag = trigger_tag(trigger)
         best: dict[str, Opportunity] = {}
         for k in self._candidates_for(keys, skips, ts, prices):
             opp = self._size(head.number, k, book)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ...sizing import last_true
+
 WAD = 10**18
 ORACLE_PRICE_SCALE = 10**36
 LIQUIDATION_CURSOR = 3 * 10**17  # 0.3e18
@@ -237,14 +239,7 @@ def max_seizable(m: MarketState, borrow_shares: int, collateral: int, price: int
         return 0
     if fits(collateral):
         return collateral
-    lo, hi = 0, collateral  # fits(lo) (or lo == 0), not fits(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return last_true(fits, 0, collateral)  # fits(0) or 0, not fits(collateral)
 
 
 def liquidation_price(borrow_shares: int, collateral: int, m: MarketState, lltv: int) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import breaking_price
+from ..base import breaking_price, note_break
 from ... import abi
 from ...types import Opportunity
 from . import math as mm
@@ -157,12 +157,9 @@ def _risk_liquidation_prices(self: Any, ts: int, oracles: dict[str, tuple[int, s
             "debt_usd_e8": m.loan_usd_e8_of(borrowed),
             "collateral_usd_e8": m.loan_usd_e8_of(mm.mul_div_down(p.collateral, m.price, mm.ORACLE_PRICE_SCALE))}
         status, lp = breaking_price(unhealthy, a0, unhealthy(a0))
-        if lp is None:
-            row.update(status=status, liquidation_price=None, distance_pct=None, loss_usd_e8=0, bonus_usd_e8=0)
+        if not note_break(row, status, lp, a0):
             out.append(row)
             continue
-        row.update(status=status, liquidation_price=lp)
-        row["distance_pct"] = (lp - a0) * 100 / a0
         pl = price_at(lp)
         row["debt_at_liquidation_usd_e8"] = m.loan_usd_e8_of(borrowed)
         row["loss_usd_e8"] = m.loan_usd_e8_of(max(0, borrowed - mm.mul_div_down(p.collateral, pl, mm.ORACLE_PRICE_SCALE)))

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Mapping
 
+from ...sizing import last_true
+
 WAD = 10**18
 FEED_STEP = 10**10  # one unit of an 8-decimal feed, in wad
 MAX_PRICE = 10**36
@@ -219,13 +221,8 @@ def liquidation_price(params: Mapping[int, MarketParams], positions: list[Positi
                 if not bad(step):
                     return None
                 a = step
-        while b - a > step:  # a bad, b good
-            mid = (a + b) // 2 // step * step
-            if bad(mid):
-                a = mid
-            else:
-                b = mid
-        return a
+        # a bad, b good (both on the step grid): the highest bad price
+        return last_true(lambda i: bad(i * step), a // step, b // step) * step
     # short: bad at and above L
     if bad(c):
         b, d = c, step
@@ -245,13 +242,8 @@ def liquidation_price(params: Mapping[int, MarketParams], positions: list[Positi
             b = c + d
             if b > MAX_PRICE:
                 return None
-    while b - a > step:  # a good, b bad
-        mid = (a + b) // 2 // step * step
-        if bad(mid):
-            b = mid
-        else:
-            a = mid
-    return b
+    # a good, b bad (both on the step grid): the lowest bad price
+    return (last_true(lambda i: not bad(i * step), a // step, b // step) + 1) * step
 
 
 def _secant_root(gap: Callable[[int], int], p0: int, step: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import math as pm
+from ..base import note_break
 
 USD_E8_PER_WAD = 10**10  # snxUSD wad -> USD e8, at $1
 
@@ -87,18 +88,15 @@ def liquidation_prices(adapter: Any, ts: int, feeds: dict[int, tuple[str, int, i
                 lp_wad = pm.liquidation_price(params, st.positions, prices, st.collateral, g, mid, step=step,
                                               am_offset=am_off, mm_offset=mm_off)
                 status = "safe" if lp_wad is None else "at_risk"
-            if lp_wad is None:
-                row.update(status=status, liquidation_price=None, distance_pct=None, debt_at_liquidation_usd_e8=0,
-                           loss_usd_e8=0, bonus_usd_e8=0)
+            if not note_break(row, status, None if lp_wad is None else lp_wad // to_units, answer):
+                row["debt_at_liquidation_usd_e8"] = 0
                 out.append(row)
                 continue
-            lp = lp_wad // to_units
             at = {**prices, mid: lp_wad}
             am = pm.available_margin(st.collateral, st.positions, at) + am_off
             flag = pm.flag_payout(params, st.positions, at, st.collateral, g)
             n_windows = max(pm.windows(params[p.market_id], p.size) for p in st.positions)
-            row.update(status=status, liquidation_price=lp, distance_pct=(lp - answer) * 100 / answer,
-                       debt_at_liquidation_usd_e8=abs(q.size) * lp_wad // pm.WAD // USD_E8_PER_WAD,
+            row.update(debt_at_liquidation_usd_e8=abs(q.size) * lp_wad // pm.WAD // USD_E8_PER_WAD,
                        loss_usd_e8=_usd_e8(max(0, -am)), bonus_usd_e8=_usd_e8(flag),
                        later_rewards_usd_e8=_usd_e8((n_windows - 1) * pm.continuation_reward(g)))
             out.append(row)
