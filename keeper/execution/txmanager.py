@@ -367,10 +367,7 @@ class TxManager:
                          prio=prio, sent_block=head.number, expected_profit_usd_e8=expected_profit_usd_e8,
                          profit_cap_wei=profit_cap_wei or 0)
             try:
-                self.journal.append({"t": "intent", "id": tr.id, "key": key, "nonce": tr.nonce, "to": plan.to,
-                                     "data": "0x" + plan.data.hex(), "value": plan.value,
-                                     "expected_profit_usd_e8": expected_profit_usd_e8,
-                                     "profit_cap_wei": tr.profit_cap_wei, "block": head.number, "block_hash": head.hash})
+                self._journal_intent(tr, head)
             except JournalWriteError as e:  # nothing is sent that the journal does not hold
                 self._record_failure("journal write failed")
                 raise SendRefused("journal_unwritable", error=str(e)) from None
@@ -419,6 +416,13 @@ class TxManager:
                         self._record_failure(e.rpc_message[:120])
                     raise
             raise AssertionError("unreachable")
+
+    def _journal_intent(self, tr: Tracked, head: Head) -> None:
+        """The intent, before anything is signed for it (JournalWriteError: not recorded)."""
+        self.journal.append({"t": "intent", "id": tr.id, "key": tr.key, "nonce": tr.nonce, "to": tr.plan.to,
+                             "data": "0x" + tr.plan.data.hex(), "value": tr.plan.value,
+                             "expected_profit_usd_e8": tr.expected_profit_usd_e8, "profit_cap_wei": tr.profit_cap_wei,
+                             "block": head.number, "block_hash": head.hash})
 
     async def _broadcast(self, tr: Tracked, plan: TxPlan, gas: int, max_fee: int, prio: int, head: Head,
                          kind: str, behind: bytes | None = None) -> str:
@@ -650,10 +654,13 @@ class TxManager:
                 # pending send: held, the same transaction again, or cancelled on its nonce.
                 # A gap wider than MAX_GAP_FILL (a chain reset far back: the sends above it could
                 # only be mined after that many fillers) is not filled; the send is let go.
-                missing = [n for n in range(expected, t.nonce)
-                           if not any(o.nonce == n and o.in_flight for o in self.pending.values())]
-                if len(set(gap + missing)) > MAX_GAP_FILL:
-                    self._forget(t, "nonce_gap", node_next_nonce=expected, gap=len(set(gap + missing)))
+                held = {o.nonce for o in self.pending.values() if o.in_flight}
+                width = t.nonce - expected  # at most len(held) of these are ours: no scan of a huge gap
+                missing = [n for n in range(expected, t.nonce) if n not in held] \
+                    if width <= MAX_GAP_FILL + len(held) else None
+                if missing is None or len(gap) + len(missing) > MAX_GAP_FILL:
+                    self._forget(t, "nonce_gap", node_next_nonce=expected,
+                                 gap=width if missing is None else len(gap) + len(missing))
                     continue
                 gap += missing
             expected = max(expected, t.nonce + 1)
@@ -687,9 +694,11 @@ class TxManager:
                 return
             tr = Tracked(id=uuid.uuid4().hex[:16], key=f"{FILL_PREFIX}{n}", plan=plan, nonce=n, gas=CANCEL_GAS,
                          max_fee=max_fee, prio=prio, sent_block=head.number, expected_profit_usd_e8=0, profit_cap_wei=0)
-            self.journal.append({"t": "intent", "id": tr.id, "key": tr.key, "nonce": n, "to": plan.to, "data": "0x",
-                                 "value": 0, "expected_profit_usd_e8": 0, "profit_cap_wei": 0, "block": head.number,
-                                 "block_hash": head.hash})
+            try:
+                self._journal_intent(tr, head)
+            except JournalWriteError as e:  # nothing is sent that the journal does not hold
+                self.log.error("nonce_gap_not_filled", nonce=n, reason="journal_unwritable", error=str(e))
+                return
             self.pending[tr.id] = tr
             try:
                 h = await self._broadcast(tr, plan, CANCEL_GAS, max_fee, prio, head, "fill")
