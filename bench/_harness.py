@@ -21,7 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import platform
+import signal
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +36,18 @@ import aiohttp
 
 MARKER = b"eth_sendRawTransaction"
 CHUNK = 1 << 16
+
+REPO = Path(__file__).resolve().parent.parent
+DEVNET_CONFIG = REPO / "config" / "devnet.toml"
+# anvil's public test accounts (mnemonic "test test ... junk"; local chain only)
+KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # account 1
+CLEANER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"  # account 4, unlocked on anvil
+MAX_UINT = 2**256 - 1
+WAD = 10**18
+GWEI = 10**9
+ANSWER_SLOT = 2  # SettableAggregator storage: owner, description, _answer
+# generous inventories (raw units) so no bot or cleaner is ever short of the debt asset
+FUNDS = {"USDC": 10**9 * 10**6, "WETH": 10**6 * 10**18, "WBTC": 10**5 * 10**8}
 
 
 # -- JSON-RPC --------------------------------------------------------------------------------
@@ -167,14 +184,8 @@ class SendRecorder:
             for s in self.sends:
                 if s.t >= after:
                     return s
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not await wait_changed(self._changed, deadline):
                 return None
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
 
     def sends_between(self, start: float, end: float = math.inf) -> list[Send]:
         return [s for s in self.sends if start <= s.t < end]
@@ -296,6 +307,20 @@ class SendRecorder:
                     self._record(t, body, conn)
 
 
+async def wait_changed(changed: asyncio.Event, deadline: float) -> bool:
+    """Wait until `changed` is set again or the deadline (monotonic) passes; False when the
+    deadline had already passed (nothing waited)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    changed.clear()
+    try:
+        await asyncio.wait_for(changed.wait(), left)
+    except asyncio.TimeoutError:
+        pass
+    return True
+
+
 def _find_raw(chunk: bytes) -> str:
     i = chunk.find(MARKER)
     j = chunk.find(b'"0x', i)
@@ -357,14 +382,8 @@ class HeadClock:
         """When block `number` was announced, at or after `after` (monotonic); None on timeout."""
         deadline = time.monotonic() + timeout_s
         while self.seen.get(number, -1.0) < after:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if not await wait_changed(self._changed, deadline):
                 return None
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
-                pass
         return self.seen[number]
 
     async def close(self) -> None:
@@ -428,3 +447,279 @@ def enc(sig: str, types: list[str], args: list[Any]) -> str:
 def word(a: str) -> str:
     """An address as a 32-byte word, hex without 0x."""
     return a.lower().removeprefix("0x").rjust(64, "0")
+
+
+def wall(iso: Any) -> float:
+    """A log line's ISO timestamp as epoch seconds (nan when it is not one)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("nan")
+
+
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cpu {platform.python_implementation()} {platform.python_version()}"
+
+
+def log_warnings(lines: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many warning / error / critical log lines, by "level:event"."""
+    counts: dict[str, int] = {}
+    for l in lines:
+        if l.get("level") in ("warning", "error", "critical"):
+            key = f"{l.get('level')}:{l.get('event')}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+async def start_relay(url: str) -> SendRecorder:
+    """A started SendRecorder in front of the node at `url`."""
+    from urllib.parse import urlsplit
+
+    up = urlsplit(url)
+    return await SendRecorder(up.hostname or "127.0.0.1", up.port or 8545).start()
+
+
+# -- the devnet keeper as a subprocess -------------------------------------------------------
+def keeper_env(relay: SendRecorder, workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a live devnet keeper (config/devnet.toml) behind `relay`: this
+    process's without KEEPER_*, then the relay as its RPC and websocket, the devnet keeper key,
+    a heartbeat every block, journal and store in `workdir`, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
+    env.update({
+        "KEEPER_RPC_URL": relay.http_url,
+        "KEEPER_WS_URL": relay.ws_url,
+        "KEEPER_PRIVATE_KEY": KEEPER_KEY,
+        **extra,
+        "KEEPER_KEEPER__HEARTBEAT_BLOCKS": "1",
+        "KEEPER_KEEPER__JOURNAL": str(workdir / "keeper-journal.jsonl"),
+        "KEEPER_KEEPER__STORE_PATH": str(workdir / "keeper-store.sqlite"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def only_aave(env: dict[str, str]) -> None:
+    """Every protocol of config/devnet.toml but aave-v3-devnet off, in the keeper's `env`."""
+    import tomllib
+
+    names = [p["name"] for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"]]
+    for j, n in enumerate(names):
+        env[f"KEEPER_PROTOCOLS__{j}__ENABLED"] = "true" if n == "aave-v3-devnet" else "false"
+
+
+def spawn_keeper(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """`python -m keeper --json-logs run --config config/devnet.toml`, its output to log_path."""
+    with open(log_path, "wb") as f:
+        return subprocess.Popen([sys.executable, "-m", "keeper", "--json-logs", "--log-level", "info", "run",
+                                 "--config", str(DEVNET_CONFIG)], cwd=REPO, env=env, stdout=f,
+                                stderr=subprocess.STDOUT)
+
+
+async def wait_logged(tail: LogTail, proc: subprocess.Popen, event: str, timeout_s: float, what: str,
+                      last: int) -> dict[str, Any]:
+    """The first `event` line the keeper logs; RuntimeError("keeper did not {what} ...", with its
+    `last` events and 5 non-JSON lines) when it exits or timeout_s passes first."""
+    deadline = time.monotonic() + timeout_s
+    while not any(l.get("event") == event for l in tail.lines):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail.poll()
+            raise RuntimeError(f"keeper did not {what} (exit {proc.poll()}); last lines: "
+                               f"{[l.get('event') for l in tail.lines[-last:]] + tail.other[-5:]} (log {tail.path})")
+        await asyncio.sleep(0.05)
+        tail.poll()
+    return next(l for l in tail.lines if l.get("event") == event)
+
+
+async def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    for _ in range(200):
+        if proc.poll() is not None:
+            return
+        await asyncio.sleep(0.05)
+    proc.kill()
+    proc.wait()
+
+
+# -- driving the devnet (anvil) ----------------------------------------------------------------
+class DevnetBench:
+    """What the devnet benchmarks (reaction.py, sameblock.py) share: the node's JSON-RPC, the
+    seeded Aave borrowers, and the chain helpers the harness drives anvil with."""
+
+    strict_health = False  # health(): an eth_call error for an account raises (else: left out)
+
+    def __init__(self, args: Any, node: Any, dep: Any, workdir: Path):
+        self.args = args
+        self.node = node
+        self.dep = dep
+        self.workdir = workdir
+        self.rpc = AsyncRpc(node.url)
+        self.borrowers = list(dep.borrowers)
+        self.words = {word(b)[24:]: b for b in self.borrowers}  # 40 hex -> address
+        self.reserves: list[str] = []
+        self.relay: SendRecorder | None = None
+
+    async def head(self) -> int:
+        return int(await self.rpc.call("eth_blockNumber"), 16)
+
+    async def mine(self) -> int:
+        await self.rpc.call("evm_mine")
+        return await self.head()
+
+    async def pool_empty(self) -> bool:
+        st = await self.rpc.call("txpool_status")
+        return int(st["pending"], 16) == 0 and int(st["queued"], 16) == 0
+
+    async def mine_until_empty(self, limit: int = 20) -> None:
+        for _ in range(limit):
+            if await self.pool_empty():
+                return
+            await self.mine()
+        raise RuntimeError("txpool does not empty")
+
+    async def send_tx(self, frm: str, to: str, data: str, gas: int = 1_500_000, max_fee: int = 100 * GWEI) -> str:
+        return await self.rpc.call("eth_sendTransaction", [{"from": frm, "to": to, "data": data, "gas": hex(gas),
+                                                            "maxFeePerGas": hex(max_fee),
+                                                            "maxPriorityFeePerGas": hex(0)}])
+
+    async def read_reserves(self) -> None:
+        """self.reserves: the pool's getReservesList()."""
+        from eth_abi import decode
+        from eth_utils import to_checksum_address
+
+        data = await self.rpc.call("eth_call", [{"to": self.dep.pool, "data": "0x" + sel("getReservesList()")},
+                                                "latest"])
+        self.reserves = [to_checksum_address(a) for a in decode(["address[]"], bytes.fromhex(data[2:]))[0]]
+
+    async def fund(self, who: str, approve: bool = True) -> None:
+        """Ether and FUNDS of each token to `who` (minted by the deployer), and unless not
+        `approve` the pool's max allowance from it; each set-up tx mined (automine on)."""
+        await self.rpc.call("anvil_setBalance", [who, hex(10**24)])
+        for sym, amount in FUNDS.items():
+            tok = self.dep.tokens[sym]
+            mint = enc("mint(address,uint256)", ["address", "uint256"], [who, amount])
+            await self.receipt_ok(await self.send_tx(self.dep.deployer, tok, mint, gas=200_000))
+            if approve:
+                allow = enc("approve(address,uint256)", ["address", "uint256"], [self.dep.pool, MAX_UINT])
+                await self.receipt_ok(await self.send_tx(who, tok, allow, gas=200_000))
+
+    async def receipt_ok(self, h: str) -> None:
+        for _ in range(500):
+            r = await self.rpc.call("eth_getTransactionReceipt", [h])
+            if r:
+                if r["status"] != "0x1":
+                    raise RuntimeError(f"set-up tx {h} reverted")
+                return
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"set-up tx {h} not mined")
+
+    async def answer(self, sym: str) -> int:
+        data = await self.rpc.call("eth_call", [{"to": self.dep.aggregators[sym], "data": "0x" + sel("latestAnswer()")},
+                                                "latest"])
+        return int(data, 16)
+
+    async def health(self, block: str | int = "latest", override: tuple[str, int] | None = None) -> dict[str, int]:
+        """account -> health factor (WAD) of every borrower with debt, at `block`; override =
+        (symbol, answer): that aggregator's stored answer replaced in the call (nothing mined)."""
+        params_tail: list[Any] = [hex(block) if isinstance(block, int) else block]
+        if override is not None:
+            sym, ans = override
+            slot, value = "0x" + f"{ANSWER_SLOT:064x}", "0x" + f"{ans:064x}"
+            params_tail.append({self.dep.aggregators[sym]: {"stateDiff": {slot: value}}})
+        data = "0x" + sel("getUserAccountData(address)")
+        res = await self.rpc.batch([("eth_call", [{"to": self.dep.pool, "data": data + word(b)}, *params_tail])
+                                    for b in self.borrowers])
+        out = {}
+        for b, r in zip(self.borrowers, res):
+            if isinstance(r, str) and len(r) >= 2 + 64 * 6:
+                if int(r[2 + 64:2 + 128], 16):  # debt
+                    out[b] = int(r[2 + 64 * 5:2 + 64 * 6], 16)
+            elif self.strict_health and isinstance(r, dict):
+                raise RuntimeError(f"getUserAccountData({b}) at {block}: {r}")
+        return out
+
+    async def liquidatable(self, block: str | int = "latest") -> list[str]:
+        return [a for a, hf in (await self.health(block)).items() if hf < WAD]
+
+    async def pairs(self, users: list[str], block: str | int = "latest") -> dict[str, tuple[str, str]]:
+        """user -> (first collateral reserve, first debt reserve) of its configuration bitmap."""
+        data = "0x" + sel("getUserConfiguration(address)")
+        tag = hex(block) if isinstance(block, int) else block
+        res = await self.rpc.batch([("eth_call", [{"to": self.dep.pool, "data": data + word(u)}, tag]) for u in users])
+        out = {}
+        for u, r in zip(users, res):
+            bits = int(r, 16) if isinstance(r, str) else 0
+            debt = next((x for j, x in enumerate(self.reserves) if bits >> (2 * j) & 1), None)
+            coll = next((x for j, x in enumerate(self.reserves) if bits >> (2 * j + 1) & 1), None)
+            if debt and coll:
+                out[u] = (coll, debt)
+        return out
+
+    async def clean(self, max_fee: int = 100 * GWEI, recheck: bool = False) -> list[str]:
+        """Liquidate (from the cleaner account) every account still liquidatable; mine until none.
+        The accounts it sent a liquidation for. Still some after 8 rounds: RuntimeError (with
+        recheck: unless none is left after the 8th)."""
+        done: list[str] = []
+        for _ in range(8):
+            # a pinned block, not "latest": anvil can answer an eth_call at "latest" made right as a
+            # block is mined with the new state but the old block's timestamp (Aave then reverts
+            # with an underflow in its interest maths)
+            block = await self.head()
+            users = await self.liquidatable(block)
+            if not users:
+                await self.mine_until_empty()
+                return done
+            for u, (coll, debt) in (await self.pairs(users, block)).items():
+                await self.send_tx(CLEANER, self.dep.pool,
+                                   enc("liquidationCall(address,address,address,uint256,bool)",
+                                       ["address", "address", "address", "uint256", "bool"],
+                                       [coll, debt, u, MAX_UINT, False]),
+                                   max_fee=max_fee)
+                done.append(u)
+            await self.mine_until_empty()
+        if not recheck:
+            raise RuntimeError("cleaner: accounts stay liquidatable")
+        left = await self.liquidatable(await self.head())
+        if left:
+            raise RuntimeError(f"cleaner: {len(left)} accounts stay liquidatable (e.g. {left[0]})")
+        return done
+
+    async def follow_pools(self, sym: str) -> None:
+        """Arbitrage the pools holding `sym` to the oracle (keeper.devnet's helper needs automine)."""
+        from keeper.devnet.prices import move_pools_to_oracle
+
+        await self.rpc.call("evm_setAutomine", [True])
+        try:
+            await asyncio.to_thread(move_pools_to_oracle, self.node.url, self.dep, sym)
+        finally:
+            await self.rpc.call("evm_setAutomine", [False])
+
+    def targets(self, data: bytes) -> list[str]:
+        """Borrowers named (as an ABI address word) in a send's calldata, in order."""
+        hexd = data[4:].hex()
+        out = []
+        for k in range(0, len(hexd) - 63, 64):
+            w = hexd[k:k + 64]
+            if w[:24] == "0" * 24 and w[24:] in self.words:
+                out.append(self.words[w[24:]])
+        return out
+
+    async def wait_heartbeat(self, tail: LogTail, proc: subprocess.Popen | None,
+                             timeout_s: float = 120.0) -> dict[str, Any]:
+        """Wait until the keeper logged the heartbeat of the latest block (its cycle ended); that line."""
+        head = await self.head()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            tail.poll()
+            for l in reversed(tail.lines):
+                if l.get("event") == "heartbeat" and isinstance(l.get("block"), int) and l["block"] >= head:
+                    return l
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"keeper exited ({proc.poll()}); see {tail.path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"keeper logged no heartbeat for block {head} within {timeout_s}s; see {tail.path}")
+            await asyncio.sleep(0.02)

@@ -94,7 +94,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import signal
 import statistics
@@ -109,22 +108,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import AsyncRpc, HeadClock, LogTail, SendRecorder, enc, sel, summary_ms, word  # noqa: E402
+from _harness import (  # noqa: E402
+    CLEANER, DEVNET_CONFIG, GWEI, MAX_UINT, WAD, DevnetBench, HeadClock, LogTail, enc, keeper_env, log_warnings,
+    machine, only_aave, spawn_keeper, start_relay, stop_process, summary_ms, wait_logged, wall,
+)
 
-# anvil's public test accounts (mnemonic "test test ... junk"; local chain only)
-KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # account 1
+# anvil's public test accounts (mnemonic "test test ... junk"; local chain only; the keeper's
+# and the cleaner's are in _harness)
 NAIVE_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # account 3
 NAIVE = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
-CLEANER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"  # account 4, unlocked on anvil
-DEVNET_CONFIG = REPO / "config" / "devnet.toml"
-MAX_UINT = 2**256 - 1
 # anvil mines the highest fee cap first: the cleaner's low cap puts it behind any bot's send
 # in the same block (the devnet's base fee decays to a few wei on near-empty blocks)
 CLEANER_FEE_CAP = 10**8
-WAD = 10**18
-GWEI = 10**9
-# generous inventories (raw units) so no bot is ever short of the debt asset
-FUNDS = {"USDC": 10**9 * 10**6, "WETH": 10**6 * 10**18, "WBTC": 10**5 * 10**8}
 
 POOL_ABI = [
     {"type": "function", "name": "getUserAccountData", "stateMutability": "view",
@@ -142,9 +137,6 @@ POOL_ABI = [
                 {"name": "user", "type": "address"}, {"name": "debtToCover", "type": "uint256"},
                 {"name": "receiveAToken", "type": "bool"}], "outputs": []},
 ]
-
-
-_sel, _enc, _addr_word = sel, enc, word
 
 
 # ==== the naive bot (subprocess) ===========================================================
@@ -208,163 +200,40 @@ async def naive_worker(spec: dict[str, Any]) -> None:
 
 
 # ==== harness ==============================================================================
-class Harness:
+class Harness(DevnetBench):
     def __init__(self, args: argparse.Namespace, node: Any, dep: Any, workdir: Path):
-        self.args = args
-        self.node = node
-        self.dep = dep
-        self.workdir = workdir
-        self.rpc = AsyncRpc(node.url)
-        self.borrowers = list(dep.borrowers)
-        self.words = {_addr_word(b)[24:]: b for b in self.borrowers}  # 40-hex -> address
-        self.reserves: list[str] = []
-        self.relay: SendRecorder | None = None
+        super().__init__(args, node, dep, workdir)
         self._keeper_proc: subprocess.Popen | None = None
         self.heads: HeadClock | None = None
         self.keeper_info: dict[str, Any] = {}
         self._naive_info: dict[str, Any] = {}
 
-    # -- chain helpers -------------------------------------------------------------------
-    async def send_tx(self, frm: str, to: str, data: str, gas: int = 1_500_000, max_fee: int = 100 * GWEI) -> str:
-        return await self.rpc.call("eth_sendTransaction", [{"from": frm, "to": to, "data": data, "gas": hex(gas),
-                                                            "maxFeePerGas": hex(max_fee),
-                                                            "maxPriorityFeePerGas": hex(0)}])
-
-    async def mine(self) -> int:
-        await self.rpc.call("evm_mine")
-        return int(await self.rpc.call("eth_blockNumber"), 16)
-
-    async def pool_empty(self) -> bool:
-        st = await self.rpc.call("txpool_status")
-        return int(st["pending"], 16) == 0 and int(st["queued"], 16) == 0
-
-    async def mine_until_empty(self, limit: int = 20) -> None:
-        for _ in range(limit):
-            if await self.pool_empty():
-                return
-            await self.mine()
-        raise RuntimeError("txpool does not empty")
-
-    async def weth_answer(self) -> int:
-        data = await self.rpc.call("eth_call", [{"to": self.dep.aggregators["WETH"], "data": "0x" + _sel("latestAnswer()")},
-                                                "latest"])
-        return int(data, 16)
-
+    # -- chain helpers (the rest are DevnetBench's) ---------------------------------------
     async def set_weth(self, answer: int) -> str:
         return await self.send_tx(self.dep.deployer, self.dep.aggregators["WETH"],
-                                  _enc("setAnswer(int256)", ["int256"], [answer]), gas=100_000)
-
-    async def health(self, block: str | int = "latest") -> dict[str, int]:
-        """account -> health factor (WAD) for every borrower with debt."""
-        tag = hex(block) if isinstance(block, int) else block
-        sel = "0x" + _sel("getUserAccountData(address)")
-        res = await self.rpc.batch([("eth_call", [{"to": self.dep.pool, "data": sel + _addr_word(b)}, tag])
-                                    for b in self.borrowers])
-        out = {}
-        for b, r in zip(self.borrowers, res):
-            if isinstance(r, str) and len(r) >= 2 + 64 * 6:
-                debt = int(r[2 + 64:2 + 128], 16)
-                if debt:
-                    out[b] = int(r[2 + 64 * 5:2 + 64 * 6], 16)
-        return out
-
-    async def liquidatable(self, block: str | int = "latest") -> list[str]:
-        return [a for a, hf in (await self.health(block)).items() if hf < WAD]
-
-    async def pairs(self, users: list[str]) -> dict[str, tuple[str, str]]:
-        sel = "0x" + _sel("getUserConfiguration(address)")
-        res = await self.rpc.batch([("eth_call", [{"to": self.dep.pool, "data": sel + _addr_word(u)}, "latest"])
-                                    for u in users])
-        out = {}
-        for u, r in zip(users, res):
-            bits = int(r, 16) if isinstance(r, str) else 0
-            debt = next((x for j, x in enumerate(self.reserves) if bits >> (2 * j) & 1), None)
-            coll = next((x for j, x in enumerate(self.reserves) if bits >> (2 * j + 1) & 1), None)
-            if debt and coll:
-                out[u] = (coll, debt)
-        return out
-
-    async def clean(self) -> int:
-        """Liquidate (from the cleaner account) every account still liquidatable; mine until none."""
-        done = 0
-        for _ in range(8):
-            # a pinned block, not "latest": anvil can answer an eth_call at "latest" made right as a
-            # block is mined with the new state but the old block's timestamp (Aave then reverts
-            # with an underflow in its interest maths)
-            users = await self.liquidatable(int(await self.rpc.call("eth_blockNumber"), 16))
-            if not users:
-                await self.mine_until_empty()
-                return done
-            for u, (coll, debt) in (await self.pairs(users)).items():
-                await self.send_tx(CLEANER, self.dep.pool,
-                                   _enc("liquidationCall(address,address,address,uint256,bool)",
-                                        ["address", "address", "address", "uint256", "bool"],
-                                        [coll, debt, u, MAX_UINT, False]),
-                                   max_fee=CLEANER_FEE_CAP)
-                done += 1
-            await self.mine_until_empty()
-        left = await self.liquidatable(int(await self.rpc.call("eth_blockNumber"), 16))
-        if left:
-            raise RuntimeError(f"cleaner: {len(left)} accounts stay liquidatable (e.g. {left[0]})")
-        return done
-
-    async def follow_pools(self) -> None:
-        """Arbitrage the WETH pools to the oracle (keeper.devnet's helper needs automine)."""
-        from keeper.devnet.prices import move_pools_to_oracle
-
-        await self.rpc.call("evm_setAutomine", [True])
-        try:
-            await asyncio.to_thread(move_pools_to_oracle, self.node.url, self.dep, "WETH")
-        finally:
-            await self.rpc.call("evm_setAutomine", [False])
+                                  enc("setAnswer(int256)", ["int256"], [answer]), gas=100_000)
 
     # -- set-up ---------------------------------------------------------------------------
     async def setup(self) -> None:
         from keeper.devnet import KEEPER
 
-        (self.reserves,) = [self._decode_addresses(await self.rpc.call(
-            "eth_call", [{"to": self.dep.pool, "data": "0x" + _sel("getReservesList()")}, "latest"]))]
+        await self.read_reserves()
         await self.rpc.call("evm_setAutomine", [True])
         for who in (NAIVE, CLEANER, KEEPER):
-            await self.rpc.call("anvil_setBalance", [who, hex(10**24)])
-            for sym, amount in FUNDS.items():
-                tok = self.dep.tokens[sym]
-                await self._ok(await self.send_tx(self.dep.deployer, tok,
-                                                  _enc("mint(address,uint256)", ["address", "uint256"], [who, amount]),
-                                                  gas=200_000))
-                if who != KEEPER:  # the devnet state has the keeper's max approvals already
-                    await self._ok(await self.send_tx(who, tok, _enc("approve(address,uint256)", ["address", "uint256"],
-                                                                     [self.dep.pool, MAX_UINT]), gas=200_000))
-
-    @staticmethod
-    def _decode_addresses(data: str) -> list[str]:
-        from eth_abi import decode
-        from eth_utils import to_checksum_address
-
-        return [to_checksum_address(a) for a in decode(["address[]"], bytes.fromhex(data[2:]))[0]]
-
-    async def _ok(self, h: str) -> None:
-        for _ in range(500):
-            r = await self.rpc.call("eth_getTransactionReceipt", [h])
-            if r:
-                if r["status"] != "0x1":
-                    raise RuntimeError(f"set-up tx {h} reverted")
-                return
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"set-up tx {h} not mined")
+            await self.fund(who, approve=who != KEEPER)  # the devnet state has the keeper's max approvals already
 
     async def calibrate(self) -> tuple[int, list[tuple[int, str]]]:
         """(P0, [(critical WETH answer, account)] highest first): the WETH answer at which each
         account with WETH exposure reaches HF 1. With a non-WETH debt, HF is linear in the WETH
         price (sum of collateral value x threshold over debt), so two readings fix the line:
         now, and 10% lower in a snapshot that is reverted (before any bot runs)."""
-        p0 = await self.weth_answer()
+        p0 = await self.answer("WETH")
         h0 = await self.health()
         if any(hf < WAD for hf in h0.values()):
             raise RuntimeError("accounts are already liquidatable before any move")
         p1 = p0 * 9 // 10
         snap = await self.rpc.call("evm_snapshot")
-        await self._ok(await self.set_weth(p1))
+        await self.receipt_ok(await self.set_weth(p1))
         h1 = await self.health()
         await self.rpc.call("evm_revert", [snap])
         await self._fix_base_fee()
@@ -397,7 +266,7 @@ class Harness:
                 print(f"  {bot:<6} move {i:>2}{' (warm-up)' if i == 0 else ''}: WETH {price / 1e8:,.2f}, "
                       f"{m['new_liquidatable']} liquidatable, reaction {lat}", file=sys.stderr)
         finally:
-            await self._stop(proc)
+            await stop_process(proc)
             if tail is not None:
                 tail.poll()
         extra: dict[str, Any] = {}
@@ -415,21 +284,9 @@ class Harness:
         info: dict[str, Any] = {}
         logdir = self.workdir
         if bot == "keeper":
-            import tomllib
-
             from keeper.devnet import KEEPER
 
-            env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
-            env.update({
-                "KEEPER_RPC_URL": self.relay.http_url,
-                "KEEPER_WS_URL": self.relay.ws_url,
-                "KEEPER_PRIVATE_KEY": KEEPER_KEY,
-                "KEEPER_CHAIN__POLL_INTERVAL_S": str(self.args.poll),
-                "KEEPER_KEEPER__HEARTBEAT_BLOCKS": "1",
-                "KEEPER_KEEPER__JOURNAL": str(logdir / "keeper-journal.jsonl"),
-                "KEEPER_KEEPER__STORE_PATH": str(logdir / "keeper-store.sqlite"),
-                "PYTHONUNBUFFERED": "1",
-            })
+            env = keeper_env(self.relay, logdir, KEEPER_CHAIN__POLL_INTERVAL_S=str(self.args.poll))
             if not self.args.keeper_pending:
                 # block-driven, as the naive bot: no reaction to the oracle update while pending
                 env["KEEPER_CHAIN__WATCH_PENDING"] = "false"
@@ -443,30 +300,16 @@ class Harness:
                     del env["KEEPER_CHAIN__WATCH_PENDING"]
                 info["watch_pending_off"] = "KEEPER_CHAIN__WATCH_PENDING" in env
             if not self.args.all_protocols:
-                names = [p["name"] for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"]]
-                for j, n in enumerate(names):
-                    env[f"KEEPER_PROTOCOLS__{j}__ENABLED"] = "true" if n == "aave-v3-devnet" else "false"
+                only_aave(env)
             log_path = logdir / "keeper.log"
-            f = open(log_path, "wb")
-            proc = subprocess.Popen([sys.executable, "-m", "keeper", "--json-logs", "--log-level", "info", "run",
-                                     "--config", str(DEVNET_CONFIG)], cwd=REPO, env=env, stdout=f,
-                                    stderr=subprocess.STDOUT)
-            f.close()
+            proc = spawn_keeper(env, log_path)
             self._keeper_proc = proc
             tail = LogTail(log_path)
-            deadline = time.monotonic() + self.args.start_timeout
-            while not any(l.get("event") == "keeper_started" for l in tail.lines):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail.poll()
-                    raise RuntimeError(f"keeper did not start (exit {proc.poll()}); last lines: "
-                                       f"{[l.get('event') for l in tail.lines[-5:]] + tail.other[-5:]} (log {log_path})")
-                await asyncio.sleep(0.05)
-                tail.poll()
-            started = next(l for l in tail.lines if l.get("event") == "keeper_started")
+            started = await wait_logged(tail, proc, "keeper_started", self.args.start_timeout, "start", last=5)
             info["started"] = {k: started.get(k) for k in ("protocols", "address", "dry_run")}
             self.keeper_info = info
             await self.mine()
-            await self._keeper_idle(tail, proc)
+            await self.wait_heartbeat(tail, proc)
             return proc, tail, KEEPER, info
         spec = {"url": self.relay.http_url, "pool": self.dep.pool, "key": NAIVE_KEY, "accounts": self.borrowers,
                 "poll_s": self.args.poll, "cache": not self.args.naive_no_cache}
@@ -496,21 +339,6 @@ class Harness:
             if l.get("event") == "sweep":
                 self._naive_info["sweeps"].append(l)
 
-    async def _keeper_idle(self, tail: LogTail, proc: subprocess.Popen | None, timeout_s: float = 120.0) -> float | None:
-        """Wait until the keeper logged the heartbeat of the latest block; its cycle_s."""
-        head = int(await self.rpc.call("eth_blockNumber"), 16)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            tail.poll()
-            for l in reversed(tail.lines):
-                if l.get("event") == "heartbeat" and isinstance(l.get("block"), int) and l["block"] >= head:
-                    return l.get("cycle_s")
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"keeper exited ({proc.poll()}); see {tail.path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"keeper logged no heartbeat for block {head} within {timeout_s}s; see {tail.path}")
-            await asyncio.sleep(0.02)
-
     async def _settle(self) -> None:
         """Until no new send arrived for --settle seconds (at most 10 s)."""
         assert self.relay is not None
@@ -522,24 +350,13 @@ class Harness:
                 return
             n = len(self.relay.sends)
 
-    async def _stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            for _ in range(200):
-                if proc.poll() is not None:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                proc.kill()
-                proc.wait()
-
     async def _move(self, bot: str, i: int, price: int, tail: LogTail | None, bot_addr: str,
                     info: dict[str, Any]) -> dict[str, Any]:
         assert self.relay is not None and tail is not None
         # quiet: nothing pending, the bot idle (keeper) or just running (naive)
         await self.mine_until_empty()
         if bot == "keeper":
-            await self._keeper_idle(tail, self._keeper_proc)
+            await self.wait_heartbeat(tail, self._keeper_proc)
         else:
             self._naive_poll(tail)
         await asyncio.sleep(self.args.quiet + random.uniform(0, self.args.quiet))
@@ -577,7 +394,7 @@ class Harness:
             if bot != "keeper" or rounds >= self.args.max_rounds:
                 break
             n0 = len(self.relay.sends)
-            await self._keeper_idle(tail, self._keeper_proc)
+            await self.wait_heartbeat(tail, self._keeper_proc)
             await self._settle()
             if len(self.relay.sends) == n0:
                 break
@@ -586,7 +403,7 @@ class Harness:
         rows = []
         for s in self.relay.sends_between(window, t_end):
             d = s.decode()
-            target = self._target(d.get("data") or b"")
+            target = next(iter(self.targets(d.get("data") or b"")), None)
             rc = await self.rpc.call("eth_getTransactionReceipt", [d["hash"]])
             rows.append({"after_ms": round((s.t - t0) * 1000, 3), "first_block": s.t < t_first_mine,
                          "sender": d["sender"], "nonce": d.get("nonce"), "to": d.get("to"), "target": target,
@@ -628,30 +445,18 @@ class Harness:
             for ev in ("opportunity", "liquidation_sent"):
                 line = next((l for l in tail.lines if l.get("event") == ev and l.get("block") == block_b), None)
                 rec[f"keeper_first_{ev}_logged_ms"] = None if line is None else round(
-                    (_wall(line.get("timestamp")) - t0_wall) * 1000, 2)
+                    (wall(line.get("timestamp")) - t0_wall) * 1000, 2)
         # between moves: clean up, pools follow the oracle
-        rec["cleaned"] = await self.clean()
+        rec["cleaned"] = len(await self.clean(max_fee=CLEANER_FEE_CAP, recheck=True))
         if not self.args.no_pools:
-            await self.follow_pools()
+            await self.follow_pools("WETH")
         await self.mine_until_empty()
         return rec
-
-    def _target(self, data: bytes) -> str | None:
-        hexd = data[4:].hex()
-        for k in range(0, len(hexd) - 63, 64):
-            w = hexd[k:k + 64]
-            if w[:24] == "0" * 24 and w[24:] in self.words:
-                return self.words[w[24:]]
-        return None
 
     def _keeper_log_summary(self, tail: LogTail, moves: list[dict[str, Any]]) -> dict[str, Any]:
         """Per move without a liquidation send: what the keeper logged for block B and after."""
         out: dict[str, Any] = {"keeper_log": str(tail.path)}
-        counts: dict[str, int] = {}
-        for l in tail.lines:
-            if l.get("level") in ("warning", "error", "critical"):
-                counts[f"{l.get('level')}:{l.get('event')}"] = counts.get(f"{l.get('level')}:{l.get('event')}", 0) + 1
-        out["keeper_warnings"] = counts
+        out["keeper_warnings"] = log_warnings(tail.lines)
         for m in moves:
             b = m["block"]
             skips: dict[str, int] = {}
@@ -681,15 +486,6 @@ def _source_version() -> str:
         return "unknown"
 
 
-def _wall(iso: Any) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float("nan")
-
-
 def plan_prices(p0: int, crit: list[tuple[int, str]], n: int, per_move: int | None, step_pct: float | None) -> list[int]:
     """n WETH answers, each lower than the last. per_move: move i makes accounts
     crit[i*k:(i+1)*k] liquidatable (the price half-way between the k-th and the next critical
@@ -706,12 +502,9 @@ def plan_prices(p0: int, crit: list[tuple[int, str]], n: int, per_move: int | No
 
 
 async def run(args: argparse.Namespace, node: Any, dep: Any, workdir: Path) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
     h = Harness(args, node, dep, workdir)
     load0 = os.getloadavg()
-    up = urlsplit(node.url)
-    h.relay = await SendRecorder(up.hostname or "127.0.0.1", up.port or 8545).start()
+    h.relay = await start_relay(node.url)
     h.heads = await HeadClock(node.url).start()
     try:
         t = time.monotonic()
@@ -750,8 +543,7 @@ async def run(args: argparse.Namespace, node: Any, dep: Any, workdir: Path) -> d
                   "pools_follow_oracle": not args.no_pools, "naive_cache": not args.naive_no_cache,
                   "aave_only": not args.all_protocols, "phases": phases, "workdir": str(workdir),
                   "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-                  "machine": f"{platform.machine()} {os.cpu_count()} cpu {platform.python_implementation()} "
-                             f"{platform.python_version()}"}
+                  "machine": machine()}
         ks = next((p["summary"] for p in phases if p["bot"] == "keeper"), None)
         ns = next((p["summary"] for p in phases if p["bot"] == "naive"), None)
         if ks and ns and ks.get("p50_ms") and ns.get("p50_ms"):

@@ -101,7 +101,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -114,124 +113,27 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import AsyncRpc, LogTail, SendRecorder, enc, sel, summary_ms, word  # noqa: E402
+from _harness import (  # noqa: E402
+    ANSWER_SLOT, CLEANER, GWEI, WAD, DevnetBench, LogTail, enc, keeper_env, log_warnings, machine, only_aave,
+    spawn_keeper, start_relay, stop_process, summary_ms, wait_logged, wall,
+)
 
-# anvil's public test accounts (mnemonic "test test ... junk"; local chain only)
-KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # account 1
-CLEANER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"  # account 4, unlocked on anvil
-DEVNET_CONFIG = REPO / "config" / "devnet.toml"
-MAX_UINT = 2**256 - 1
-WAD = 10**18
-GWEI = 10**9
-ANSWER_SLOT = 2  # SettableAggregator storage: owner, description, _answer (checked at start)
-CLEANER_FUNDS = {"USDC": 10**9 * 10**6, "WETH": 10**6 * 10**18, "WBTC": 10**5 * 10**8}
 UNPROFITABLE = ("unprofitable", "below_min_profit", "min_profit", "dust")
-
-
-_sel, _enc, _word = sel, enc, word
-
-
-def _wall(iso: Any) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float("nan")
-
-
-SEL_ACCOUNT_DATA = "0x" + _sel("getUserAccountData(address)")
-SEL_USER_CONFIG = "0x" + _sel("getUserConfiguration(address)")
 LIQUIDATION_TOPIC = None  # set in Bench.setup (keeper.abi)
 
 
-class Bench:
+class Bench(DevnetBench):
+    strict_health = True  # an eth_call error in a health read fails the run
+
     def __init__(self, args: argparse.Namespace, node: Any, dep: Any, workdir: Path):
-        self.args = args
-        self.node = node
-        self.dep = dep
-        self.workdir = workdir
-        self.rpc = AsyncRpc(node.url)
-        self.borrowers = list(dep.borrowers)
-        self.words = {_word(b)[24:]: b for b in self.borrowers}  # 40 hex -> address
-        self.reserves: list[str] = []
-        self.relay: SendRecorder | None = None
+        super().__init__(args, node, dep, workdir)
         self.proc: subprocess.Popen | None = None
         self.tail: LogTail | None = None
         self.keeper = ""
         # wall clock = monotonic + offset (one machine; for the keeper's ISO log timestamps)
         self.wall_offset = time.time() - time.monotonic()
 
-    # -- chain helpers -------------------------------------------------------------------
-    async def head(self) -> int:
-        return int(await self.rpc.call("eth_blockNumber"), 16)
-
-    async def mine(self) -> int:
-        await self.rpc.call("evm_mine")
-        return await self.head()
-
-    async def pool_empty(self) -> bool:
-        st = await self.rpc.call("txpool_status")
-        return int(st["pending"], 16) == 0 and int(st["queued"], 16) == 0
-
-    async def mine_until_empty(self, limit: int = 20) -> None:
-        for _ in range(limit):
-            if await self.pool_empty():
-                return
-            await self.mine()
-        raise RuntimeError("txpool does not empty")
-
-    async def send_tx(self, frm: str, to: str, data: str, gas: int = 1_500_000) -> str:
-        return await self.rpc.call("eth_sendTransaction", [{"from": frm, "to": to, "data": data, "gas": hex(gas),
-                                                            "maxFeePerGas": hex(100 * GWEI),
-                                                            "maxPriorityFeePerGas": hex(0)}])
-
-    async def receipt_ok(self, h: str) -> None:
-        for _ in range(500):
-            r = await self.rpc.call("eth_getTransactionReceipt", [h])
-            if r:
-                if r["status"] != "0x1":
-                    raise RuntimeError(f"set-up tx {h} reverted")
-                return
-            await asyncio.sleep(0.01)
-        raise RuntimeError(f"set-up tx {h} not mined")
-
-    async def answer(self, sym: str) -> int:
-        data = await self.rpc.call("eth_call", [{"to": self.dep.aggregators[sym], "data": "0x" + _sel("latestAnswer()")},
-                                                "latest"])
-        return int(data, 16)
-
-    async def health(self, block: int, override: tuple[str, int] | None = None) -> dict[str, int]:
-        """account -> health factor (WAD) of every borrower with debt, at `block`; override =
-        (symbol, answer): that aggregator's stored answer replaced in the call (nothing mined)."""
-        params_tail: list[Any] = [hex(block)]
-        if override is not None:
-            sym, ans = override
-            slot, value = "0x" + f"{ANSWER_SLOT:064x}", "0x" + f"{ans:064x}"
-            params_tail.append({self.dep.aggregators[sym]: {"stateDiff": {slot: value}}})
-        res = await self.rpc.batch([("eth_call", [{"to": self.dep.pool, "data": SEL_ACCOUNT_DATA + _word(b)}, *params_tail])
-                                    for b in self.borrowers])
-        out = {}
-        for b, r in zip(self.borrowers, res):
-            if isinstance(r, str) and len(r) >= 2 + 64 * 6:
-                if int(r[2 + 64:2 + 128], 16):
-                    out[b] = int(r[2 + 64 * 5:2 + 64 * 6], 16)
-            elif isinstance(r, dict):
-                raise RuntimeError(f"getUserAccountData({b}) at {block}: {r}")
-        return out
-
-    async def pairs(self, users: list[str], block: int) -> dict[str, tuple[str, str]]:
-        res = await self.rpc.batch([("eth_call", [{"to": self.dep.pool, "data": SEL_USER_CONFIG + _word(u)}, hex(block)])
-                                    for u in users])
-        out = {}
-        for u, r in zip(users, res):
-            bits = int(r, 16) if isinstance(r, str) else 0
-            debt = next((x for j, x in enumerate(self.reserves) if bits >> (2 * j) & 1), None)
-            coll = next((x for j, x in enumerate(self.reserves) if bits >> (2 * j + 1) & 1), None)
-            if debt and coll:
-                out[u] = (coll, debt)
-        return out
-
+    # -- chain helpers (the rest are DevnetBench's) ---------------------------------------
     async def block_liquidations(self, number: int) -> dict[str, Any]:
         """Block `number`: its transactions in order, and per transaction sender, status and
         the users of its LiquidationCall logs."""
@@ -248,118 +150,48 @@ class Bench:
                          "tip_gwei": int(t.get("maxPriorityFeePerGas") or "0x0", 16) / 1e9})
         return {"number": number, "txs": rows}
 
-    def target(self, data: bytes) -> list[str]:
-        """Borrowers named (as an ABI address word) in a send's calldata."""
-        hexd = data[4:].hex()
-        out = []
-        for k in range(0, len(hexd) - 63, 64):
-            w = hexd[k:k + 64]
-            if w[:24] == "0" * 24 and w[24:] in self.words:
-                out.append(self.words[w[24:]])
-        return out
-
     # -- set-up ---------------------------------------------------------------------------
     async def setup(self) -> None:
         global LIQUIDATION_TOPIC
-        from eth_abi import decode
-        from eth_utils import to_checksum_address
-
         from keeper import abi
 
         LIQUIDATION_TOPIC = abi.load("AavePool").event("LiquidationCall").topic0
         if not isinstance(LIQUIDATION_TOPIC, str):
             LIQUIDATION_TOPIC = "0x" + bytes(LIQUIDATION_TOPIC).hex()
-        data = await self.rpc.call("eth_call", [{"to": self.dep.pool, "data": "0x" + _sel("getReservesList()")}, "latest"])
-        self.reserves = [to_checksum_address(a) for a in decode(["address[]"], bytes.fromhex(data[2:]))[0]]
+        await self.read_reserves()
         for sym, agg in self.dep.aggregators.items():  # the slot the override writes must be the answer
             stored = int(await self.rpc.call("eth_getStorageAt", [agg, hex(ANSWER_SLOT), "latest"]), 16)
             if stored != await self.answer(sym):
                 raise RuntimeError(f"{sym} aggregator: storage slot {ANSWER_SLOT} is not the answer")
         await self.rpc.call("evm_setAutomine", [True])
-        await self.rpc.call("anvil_setBalance", [CLEANER, hex(10**24)])
-        for sym, amount in CLEANER_FUNDS.items():
-            tok = self.dep.tokens[sym]
-            await self.receipt_ok(await self.send_tx(self.dep.deployer, tok, _enc("mint(address,uint256)",
-                                                     ["address", "uint256"], [CLEANER, amount]), gas=200_000))
-            await self.receipt_ok(await self.send_tx(CLEANER, tok, _enc("approve(address,uint256)", ["address", "uint256"],
-                                                                         [self.dep.pool, MAX_UINT]), gas=200_000))
+        await self.fund(CLEANER)
         await self.rpc.call("evm_setAutomine", [False])
 
     async def start_keeper(self) -> None:
-        import tomllib
-
         from keeper.devnet import KEEPER
 
         assert self.relay is not None
         self.keeper = KEEPER.lower()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KEEPER_")}
-        env.update({
-            "KEEPER_RPC_URL": self.relay.http_url,
-            "KEEPER_WS_URL": self.relay.ws_url,
-            "KEEPER_PRIVATE_KEY": KEEPER_KEY,
-            "KEEPER_KEEPER__HEARTBEAT_BLOCKS": "1",
-            "KEEPER_KEEPER__JOURNAL": str(self.workdir / "keeper-journal.jsonl"),
-            "KEEPER_KEEPER__STORE_PATH": str(self.workdir / "keeper-store.sqlite"),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env = keeper_env(self.relay, self.workdir)
         if not self.args.all_protocols:
-            names = [p["name"] for p in tomllib.loads(DEVNET_CONFIG.read_text())["protocols"]]
-            for j, n in enumerate(names):
-                env[f"KEEPER_PROTOCOLS__{j}__ENABLED"] = "true" if n == "aave-v3-devnet" else "false"
+            only_aave(env)
         log_path = self.workdir / "keeper.log"
-        with open(log_path, "wb") as f:
-            self.proc = subprocess.Popen([sys.executable, "-m", "keeper", "--json-logs", "--log-level", "info", "run",
-                                          "--config", str(DEVNET_CONFIG)], cwd=REPO, env=env, stdout=f,
-                                         stderr=subprocess.STDOUT)
+        self.proc = spawn_keeper(env, log_path)
         self.tail = LogTail(log_path)
-        deadline = time.monotonic() + self.args.start_timeout
-        while not any(l.get("event") == "pending_watch" for l in self.tail.lines):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.tail.poll()
-                raise RuntimeError(f"keeper did not start watching pending transactions (exit {self.proc.poll()}); "
-                                   f"last: {[l.get('event') for l in self.tail.lines[-8:]] + self.tail.other[-5:]} "
-                                   f"(log {log_path})")
-            await asyncio.sleep(0.05)
-            self.tail.poll()
-        pw = next(l for l in self.tail.lines if l.get("event") == "pending_watch")
+        pw = await wait_logged(self.tail, self.proc, "pending_watch", self.args.start_timeout,
+                               "start watching pending transactions", last=8)
         if pw.get("mode") != "filter":
             raise RuntimeError(f"the keeper does not watch the mempool: {pw}")
         await self.mine()
         await self.keeper_idle()
 
     async def stop_keeper(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        for _ in range(200):
-            if proc.poll() is not None:
-                return
-            await asyncio.sleep(0.05)
-        proc.kill()
-        proc.wait()
-
-    def heartbeat(self, block: int) -> dict[str, Any] | None:
-        assert self.tail is not None
-        self.tail.poll()
-        for l in reversed(self.tail.lines):
-            if l.get("event") == "heartbeat" and isinstance(l.get("block"), int) and l["block"] >= block:
-                return l
-        return None
+        await stop_process(self.proc)
 
     async def keeper_idle(self, timeout_s: float = 120.0) -> dict[str, Any]:
         """Wait until the keeper logged the heartbeat of the latest block (its cycle ended)."""
-        head = await self.head()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            hb = self.heartbeat(head)
-            if hb is not None:
-                return hb
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"keeper exited ({self.proc.poll()}); see {self.tail.path if self.tail else '?'}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"keeper logged no heartbeat for block {head} within {timeout_s}s")
-            await asyncio.sleep(0.02)
+        assert self.tail is not None
+        return await self.wait_heartbeat(self.tail, self.proc, timeout_s)
 
     async def quiet(self) -> None:
         """Mempool empty (mining what is there), keeper idle at the head, no send for a moment."""
@@ -430,7 +262,7 @@ class Bench:
         n_sends = len(self.relay.sends)
         t_req = time.monotonic()
         upd = await self.rpc.call("eth_sendTransaction", [{"from": self.dep.deployer, "to": agg, "gas": hex(100_000),
-                                                           "data": _enc("setAnswer(int256)", ["int256"], [new]),
+                                                           "data": enc("setAnswer(int256)", ["int256"], [new]),
                                                            **fees}])
         t0 = time.monotonic()
         # the keeper's sends of this reaction (it has nothing else to do: all quiet before)
@@ -440,7 +272,7 @@ class Bench:
         while True:
             now = time.monotonic()
             ours = [s for s in self.relay.sends[n_sends:] if s.decode()["sender"].lower() == self.keeper]
-            named = {u for s in ours for u in self.target(s.decode().get("data") or b"")}
+            named = {u for s in ours for u in self.targets(s.decode().get("data") or b"")}
             if covered_at is None and S and set(S) <= named:
                 covered_at = now
             if now >= deadline or (covered_at is not None and now >= covered_at + a.settle):
@@ -477,7 +309,7 @@ class Bench:
                               and str(l.get("tx", "")).lower() == upd.lower()), None)
         sent_lines = [l for l in self.tail.lines if l.get("event") == "liquidation_sent"
                       and str(l.get("behind", "")).lower() == upd.lower()]
-        t_seen = _wall(seen_line["timestamp"]) - self.wall_offset if seen_line else None
+        t_seen = wall(seen_line["timestamp"]) - self.wall_offset if seen_line else None
         first = ours[0].t if ours else None
         last = ours[-1].t if ours else None
         missed = sorted(set(S) - set(same_block))
@@ -522,34 +354,6 @@ class Bench:
             await self.follow_pools(sym)
         return rec
 
-    async def clean(self) -> list[str]:
-        """Liquidate (from the cleaner account) every account still liquidatable; mine until none."""
-        done: list[str] = []
-        for _ in range(8):
-            block = await self.head()
-            users = [u for u, hf in (await self.health(block)).items() if hf < WAD]
-            if not users:
-                await self.mine_until_empty()
-                return done
-            for u, (coll, debt) in (await self.pairs(users, block)).items():
-                await self.send_tx(CLEANER, self.dep.pool,
-                                   _enc("liquidationCall(address,address,address,uint256,bool)",
-                                        ["address", "address", "address", "uint256", "bool"],
-                                        [coll, debt, u, MAX_UINT, False]))
-                done.append(u)
-            await self.mine_until_empty()
-        raise RuntimeError("cleaner: accounts stay liquidatable")
-
-    async def follow_pools(self, sym: str) -> None:
-        """Arbitrage the pools holding `sym` to the oracle (keeper.devnet's helper needs automine)."""
-        from keeper.devnet.prices import move_pools_to_oracle
-
-        await self.rpc.call("evm_setAutomine", [True])
-        try:
-            await asyncio.to_thread(move_pools_to_oracle, self.node.url, self.dep, sym)
-        finally:
-            await self.rpc.call("evm_setAutomine", [False])
-
 
 def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
     made = [r for r in recs if r["n_made_liquidatable"] > 0]
@@ -587,11 +391,8 @@ def summarize(recs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, node: Any, dep: Any, workdir: Path) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
     bench = Bench(args, node, dep, workdir)
-    up = urlsplit(node.url)
-    bench.relay = await SendRecorder(up.hostname or "127.0.0.1", up.port or 8545).start()
+    bench.relay = await start_relay(node.url)
     load0 = os.getloadavg()
     t_start = time.monotonic()
     try:
@@ -630,11 +431,7 @@ async def run(args: argparse.Namespace, node: Any, dep: Any, workdir: Path) -> d
         await bench.stop_keeper()
         assert bench.tail is not None
         bench.tail.poll()
-        warnings: dict[str, int] = {}
-        for l in bench.tail.lines:
-            if l.get("level") in ("warning", "error", "critical"):
-                key = f"{l.get('level')}:{l.get('event')}"
-                warnings[key] = warnings.get(key, 0) + 1
+        warnings = log_warnings(bench.tail.lines)
         return {
             "borrowers": len(dep.borrowers), "updates": recs, "summary": summarize(recs),
             "per_update_target": args.per_update, "update_fees": args.update_fees, "window_s": args.window,
@@ -643,8 +440,7 @@ async def run(args: argparse.Namespace, node: Any, dep: Any, workdir: Path) -> d
             "pools_follow_oracle": not args.no_pools, "aave_only": not args.all_protocols,
             "keeper_warnings": warnings, "keeper_log": str(bench.tail.path), "workdir": str(workdir),
             "run_s": round(time.monotonic() - t_start, 1), "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-            "machine": f"{platform.machine()} {os.cpu_count()} cpu {platform.python_implementation()} "
-                       f"{platform.python_version()}",
+            "machine": machine(),
         }
     finally:
         await bench.stop_keeper()

@@ -57,8 +57,8 @@ keeper's own and nothing is warm from an earlier part; anvil is a separate proce
 Failed requests: every child counts HTTP requests that raised or answered >= 400 and
 JSON-RPC error objects in the answers; the total is reported (0 expected).
 
-Only the Aave V3 protocol is enabled (KEEPER_PROTOCOLS__1/2__ENABLED=false: the devnet's
-perps and Maker sections are small and would blur the Aave figures); Keeper(..., dry_run=True,
+Only the Aave V3 protocol aave-v3-devnet is enabled (every other protocol of the devnet config
+off: the others are small and would blur the Aave figures); Keeper(..., dry_run=True,
 record=False): no SQLite store, no head watcher (as `keeper scan`); config/devnet.toml's
 chain limits (defaults: 50 calls / 1 MiB per HTTP request, 4 in flight, 400 calls per
 aggregate3).
@@ -86,10 +86,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import only_aave  # noqa: E402
 
 MOVE = (995, 1000)  # each price move: -0.5%, then back to the original answer
 SYNTH_MIN_HF = 1_020_000_000_000_000_000
@@ -212,8 +215,8 @@ def make_keeper(url: str, mode: str, full_check_blocks: int | None = None) -> An
     from keeper.app import Keeper
     from keeper.config import load_config
 
-    env = {"KEEPER_RPC_URL": url, "KEEPER_PROTOCOLS__0__HEALTH": mode,
-           "KEEPER_PROTOCOLS__1__ENABLED": "false", "KEEPER_PROTOCOLS__2__ENABLED": "false"}
+    env = {"KEEPER_RPC_URL": url, "KEEPER_PROTOCOLS__0__HEALTH": mode}
+    only_aave(env)  # every other protocol of the devnet config off
     if full_check_blocks is not None:
         env["KEEPER_PROTOCOLS__0__FULL_CHECK_BLOCKS"] = str(full_check_blocks)
     cfg = load_config(REPO / "config" / "devnet.toml", environ=env)
@@ -238,6 +241,29 @@ def reserve_id(adapter: Any, symbol: str) -> int:
         if r.symbol == symbol:
             return r.id
     raise SystemExit(f"no reserve {symbol!r}; the devnet has {[r.symbol for r in adapter.reserves]}")
+
+
+def timed_blocks(url: str, dep: Any, adapter: Any, blocks: int, assets: list[str], moves: int,
+                 synthetic: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The blocks the cycles are timed on (parts 2 and 3), one at a time: `blocks` empty blocks
+    ({"kind": "steady"}), then per asset `moves` pairs of price moves (MOVE, then back), each
+    {"kind": "move SYM", "asset": SYM, "exposed": the adapter's accounts exposed to it} (and
+    "exposed_synthetic", those in `synthetic`, when given). The caller times its cycles on each
+    block before asking for the next."""
+    from keeper.devnet import get_price, set_price
+
+    for _ in range(blocks):
+        mine(url)
+        yield {"kind": "steady"}
+    for sym in assets:
+        rid = reserve_id(adapter, sym)
+        p0 = get_price(url, dep, sym)
+        for price in (p0 * MOVE[0] // MOVE[1], p0) * moves:
+            set_price(url, dep, sym, price)
+            row: dict[str, Any] = {"kind": f"move {sym}", "asset": sym, "exposed": len(adapter.exposed.get(rid, ()))}
+            if synthetic is not None:
+                row["exposed_synthetic"] = len(adapter.exposed.get(rid, set()) & synthetic)
+            yield row
 
 
 async def timed_cycle(keeper: Any, c: Counters, timers: Timers | None = None) -> dict[str, Any]:
@@ -306,7 +332,6 @@ async def part_cold(url: str, mode: str) -> dict[str, Any]:
 # -- part 2: per-block cycles, local and chain side by side ------------------------------
 async def part_cycles(url: str, dep_path: str, blocks: int, assets: list[str], moves: int) -> dict[str, Any]:
     from keeper import log as logmod
-    from keeper.devnet import get_price, set_price
     from keeper.devnet.deploy import Deployment
 
     logmod.setup("warning", json_lines=True, stream=sys.stderr)
@@ -330,19 +355,10 @@ async def part_cycles(url: str, dep_path: str, blocks: int, assets: list[str], m
         await timed_cycle(k, counters[m], timers[m])
     loc = aave(keepers["local"])
     rows: list[dict[str, Any]] = []
-    for i in range(blocks):
-        mine(url)
+    for block in timed_blocks(url, dep, loc, blocks, assets, moves):
+        kind, about = block["kind"], {key: v for key, v in block.items() if key != "kind"}
         for m, k in keepers.items():
-            rows.append({"kind": "steady", "mode": m, **await timed_cycle(k, counters[m], timers[m])})
-    for sym in assets:
-        rid = reserve_id(loc, sym)
-        p0 = get_price(url, dep, sym)
-        for price in (p0 * MOVE[0] // MOVE[1], p0) * moves:
-            set_price(url, dep, sym, price)
-            exposed = len(loc.exposed.get(rid, ()))
-            for m, k in keepers.items():
-                rows.append({"kind": f"move {sym}", "mode": m, "asset": sym, "exposed": exposed,
-                             **await timed_cycle(k, counters[m], timers[m])})
+            rows.append({"kind": kind, "mode": m, **about, **await timed_cycle(k, counters[m], timers[m])})
     out = {"tracked": len(loc.accounts), "first_cycle": first, "rows": rows,
            "exposed": {r.symbol: len(loc.exposed.get(r.id, ())) for r in loc.reserves},
            "near": len(loc.near), "disagreements": loc.disagreements,
@@ -418,7 +434,6 @@ def compute_all(adapter: Any, ts: int) -> float:
 async def part_synthetic(url: str, dep_path: str, target: int, blocks: int, assets: list[str], moves: int
                          ) -> dict[str, Any]:
     from keeper import log as logmod
-    from keeper.devnet import get_price, set_price
     from keeper.devnet.deploy import Deployment
     from keeper.protocols.aave_v3 import chainstate
 
@@ -458,18 +473,8 @@ async def part_synthetic(url: str, dep_path: str, target: int, blocks: int, asse
     full_gc_s = time.perf_counter() - t2
     gc_objects = len(gc.get_objects())
     rows: list[dict[str, Any]] = []
-    for _ in range(blocks):
-        mine(url)
-        rows.append({"kind": "steady", **await timed_cycle(keeper, c, timers)})
-    for sym in assets:
-        rid = reserve_id(a, sym)
-        p0 = get_price(url, dep, sym)
-        for price in (p0 * MOVE[0] // MOVE[1], p0) * moves:
-            set_price(url, dep, sym, price)
-            exposed = len(a.exposed.get(rid, ()))
-            rows.append({"kind": f"move {sym}", "asset": sym, "exposed": exposed,
-                         "exposed_synthetic": len(a.exposed.get(rid, set()) & synthetic),
-                         **await timed_cycle(keeper, c, timers)})
+    for block in timed_blocks(url, dep, a, blocks, assets, moves, synthetic):
+        rows.append({**block, **await timed_cycle(keeper, c, timers)})
     rss["after_cycles"] = rss_mb()
     out = {
         "real": real, "target": target, "tracked": len(a.accounts), "model": len(a.model), "clone": summary,
