@@ -32,13 +32,27 @@ from keeper import abi
 from keeper.devnet.deploy import DEPLOYER
 from keeper.devnet.prices import _aggregator, get_price, set_price
 
-from .conftest import DEVNET_CONFIG, KEEPER_KEY, only_env, rpc
+from .conftest import DEVNET_CONFIG, KEEPER_KEY, N_BORROWERS, Chain, only_env, rpc
 
 AAVE = "aave-v3-devnet"
 SET_ANSWER = abi.Function("setAnswer", ["int256"], [])
 RIVALS = ["0x000000000000000000000000000000000000c0DE", "0x000000000000000000000000000000000000c0dF",
           "0x000000000000000000000000000000000000C0e0"]
 GWEI = 10**9
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """A devnet of its own (from the cached state) for each history: a fork reads the state at
+    the history's first block, which the session's devnet, after many tests' snapshots and
+    reverts, does not always keep (anvil answers BlockOutOfRangeError)."""
+    from keeper.devnet import start_devnet
+
+    node, dep = start_devnet(port=0, n_borrowers=N_BORROWERS, log_path=tmp_path / "anvil.log")
+    try:
+        yield Chain(node.url, dep)
+    finally:
+        node.stop()
 
 
 def _health(chain, users: list[str]) -> dict[str, int]:
