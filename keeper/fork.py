@@ -199,6 +199,20 @@ def _local(url: str, method: str, params: list[Any] | None = None) -> Any:
     return reply["result"]
 
 
+async def close_run(keeper: Any, node: ForkAnvil, tmp: Any, keep_log: bool = False) -> None:
+    """The end of a run on a fork (keeper replay, keeper stress): close the keeper (None: not
+    made yet), stop the fork's anvil, remove the run's temporary directory (a
+    tempfile.TemporaryDirectory) and, unless keep_log, the node's log."""
+    try:
+        if keeper is not None:
+            await keeper.close()
+    finally:
+        node.stop()
+        tmp.cleanup()
+        if not keep_log:
+            node.log_path.unlink(missing_ok=True)
+
+
 def fund(url: str, address: str, wei: int = FUND_WEI) -> None:
     """Give `address` `wei` on the fork and impersonate it."""
     _local(url, "anvil_setBalance", [address, hex(wei)])

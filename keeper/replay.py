@@ -64,7 +64,7 @@ from eth_utils import keccak
 
 from . import abi
 from .errors import ConfigError
-from .fork import RUN_DIR, ForkAnvil, _local, _source_call, fund, source_head
+from .fork import RUN_DIR, ForkAnvil, _local, _source_call, close_run, fund, source_head
 from .missed import classify
 from .redact import redact_url
 from .types import ChainLiquidation
@@ -183,8 +183,7 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
     if to_block > head:
         raise ConfigError(f"--to-block {to_block} is after the source's head ({head})")
     port = port or free_port()
-    log_path = RUN_DIR / f"replay-{port}.log"
-    node = ForkAnvil(source_url, from_block, chain_id, port, log_path)
+    node = ForkAnvil(source_url, from_block, chain_id, port, RUN_DIR / f"replay-{port}.log")
     t0 = time.monotonic()
     node.start()
     keeper = None
@@ -296,13 +295,7 @@ async def replay(config_path: str | Path, source_url: str, from_block: int, to_b
             on_fork(url, rep)
         return rep
     finally:
-        try:
-            if keeper is not None:
-                await keeper.close()
-        finally:
-            node.stop()
-            tmp.cleanup()
-            log_path.unlink(missing_ok=True)
+        await close_run(keeper, node, tmp)
 
 
 def _send_update(url: str, tx: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ Integers throughout (USD e8, feed answers); floats only in the table and the dis
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import abi
 from .multicall import Call
@@ -44,28 +44,21 @@ def png_path(text: str) -> str:
     return text
 
 
-async def _morpho_oracles(adapter: Any, block: int) -> dict[str, tuple[int, str, int, int]]:
+def _morpho_oracles(adapter: Any) -> dict[str, tuple[int, str, int, int]]:
     """market id -> (SCALE_FACTOR, base feed, quote answer, base answer) for oracles of the
-    ChainlinkOracle shape; markets whose oracle does not answer these are left out."""
-    ORACLE, AGG = abi.load("MorphoChainlinkOracle"), abi.load("ChainlinkAggregator")
-    markets = list(adapter.markets.values())
-    if not markets:
-        return {}
-    calls = [Call(m.oracle, ORACLE.fn(f).encode()) for m in markets for f in ("SCALE_FACTOR", "BASE_FEED_1", "QUOTE_FEED_1")]
-    res = await adapter.mc.run(calls, block)
-    shape: dict[str, tuple[int, str, str]] = {}
-    for i, m in enumerate(markets):
-        (ok1, s), (ok2, b), (ok3, q) = res[3 * i:3 * i + 3]
-        if ok1 and ok2 and ok3 and len(s) == len(b) == len(q) == 32:
-            shape[m.id] = (int.from_bytes(s, "big"), abi.to_checksum(b[12:]), abi.to_checksum(q[12:]))
-    feeds = sorted({f for _, b, q in shape.values() for f in (b, q)})
-    answers: dict[str, int] = {}
-    if feeds:
-        res = await adapter.mc.run([Call(f, AGG.fn("latestAnswer").encode()) for f in feeds], block)
-        for f, (ok, d) in zip(feeds, res):
-            a = int.from_bytes(d, "big") if ok and len(d) == 32 else 0
-            answers[f] = a if 0 < a < 2**255 else 0
-    return {mid: (s, b, answers[q], answers[b]) for mid, (s, b, q) in shape.items() if answers.get(q) and answers.get(b)}
+    ChainlinkOracle shape with one base and one quote feed, from what the adapter keeps (the
+    feeds read at market load, their answers at its last refresh); markets whose oracle is
+    not of that shape or whose feeds do not answer a positive value are left out."""
+    answers = adapter._oracle_answers  # feed (lower case) -> signed answer
+    out: dict[str, tuple[int, str, int, int]] = {}
+    for m in adapter.markets.values():
+        of = m.oracle_feeds
+        if of is None or len(of.base) != 1 or len(of.quote) != 1:
+            continue
+        b, q = answers.get(of.base[0].lower(), 0), answers.get(of.quote[0].lower(), 0)
+        if b > 0 and q > 0:
+            out[m.id] = (of.scale, of.base[0], q, b)
+    return out
 
 
 async def _maker_pips(adapter: Any, block: int) -> dict[str, tuple[str, int, int, int]]:
@@ -117,6 +110,18 @@ async def _aave_feeds_agree(adapter: Any, block: int) -> dict[str, bool]:
     return {r.symbol: ok and len(d) == 32 and int.from_bytes(d, "big") == r.price for r, (ok, d) in zip(rs, res)}
 
 
+async def perps_price_feeds(adapter: Any, block: int | str = "latest") -> dict[int, str]:
+    """market id -> the perps market's getPriceFeed(id) (checksummed), for the adapter's
+    markets whose call answers a non-zero address (keeper risk, keeper stress)."""
+    f_feed = abi.load("PerpsMarket").fn("getPriceFeed")
+    markets = list(adapter.markets)
+    if not markets:
+        return {}
+    res = await adapter.mc.run([Call(adapter.market, f_feed.encode(m.id)) for m in markets], block)
+    return {m.id: abi.to_checksum(d[12:32]) for m, (ok, d) in zip(markets, res)
+            if ok and len(d) == 32 and int.from_bytes(d, "big") != 0}
+
+
 async def _perps_feeds(adapter: Any, block: int, known: dict[str, str]) -> dict[int, tuple[str, int, int, str]]:
     """market id -> (feed, scale, answer, asset) for markets whose getPriceFeed(id) is a
     Chainlink-style feed (decimals <= 18, positive latestAnswer): the market's index price is
@@ -125,14 +130,9 @@ async def _perps_feeds(adapter: Any, block: int, known: dict[str, str]) -> dict[
     description ("WETH / USD" -> "WETH"), else the market symbol. Markets whose feed does not
     answer these are left out (their rows are in wad index prices)."""
     AGG = abi.load("ChainlinkAggregator")
-    f_feed = abi.load("PerpsMarket").fn("getPriceFeed")
     f_desc = abi.Function("description", [], ["string"])
     markets = list(adapter.markets)
-    if not markets:
-        return {}
-    res = await adapter.mc.run([Call(adapter.market, f_feed.encode(m.id)) for m in markets], block)
-    feed_of = {m.id: abi.to_checksum(d[12:32]) for m, (ok, d) in zip(markets, res)
-               if ok and len(d) == 32 and int.from_bytes(d, "big") != 0}
+    feed_of = await perps_price_feeds(adapter, block)
     feeds = sorted(set(feed_of.values()))
     if not feeds:
         return {}
@@ -183,7 +183,7 @@ async def collect(keeper: Any, head: Any, ts: int | None = None) -> list[dict[st
                 r["price_units"] = "feed" if agree.get(r["asset"]) else "oracle"
                 rows.append(r)
         elif a.kind == "morpho_blue":
-            oracles = await _morpho_oracles(a, head.number)
+            oracles = _morpho_oracles(a)
             rows.extend(a.liquidation_prices(t, oracles))
             for mid, (_, feed, _, _) in oracles.items():
                 if mid in a.markets:
@@ -322,15 +322,24 @@ async def main(args: Any) -> int:
         doc = document(head.number, await collect(keeper, head), DEFAULT_STEPS, not_covered(keeper))
     finally:
         await keeper.close()
-    if args.png:
-        with open(args.png, "wb") as f:
-            f.write(png(doc))
-        doc["png"] = str(args.png)
-    if args.json:
+    lines = ", ".join(list(doc["assets"]) + [a + " (rise)" for a in doc.get("assets_rise", {})])
+    write_outputs(doc, args.png, args.json, png, lambda d: table(d, args.limit),
+                  f"debt liquidatable by price move, one line per asset and direction: {lines}")
+    return 0
+
+
+def write_outputs(doc: dict[str, Any], png_file: str | None, as_json: bool, chart: Callable[[dict[str, Any]], bytes],
+                  text: Callable[[dict[str, Any]], str], chart_note: str) -> None:
+    """A report command's output (keeper risk, keeper stress): --png FILE gets chart(doc) (and
+    doc["png"] its name), then the document as JSON (--json) or text(doc) followed by a line
+    naming the chart: "chart: FILE (chart_note)"."""
+    if png_file:
+        with open(png_file, "wb") as f:
+            f.write(chart(doc))
+        doc["png"] = str(png_file)
+    if as_json:
         print(json.dumps(doc, indent=1, default=str))
     else:
-        print(table(doc, args.limit))
-        if args.png:
-            print(f"\nchart: {args.png} (debt liquidatable by price move, one line per asset and direction: "
-                  f"{', '.join(list(doc['assets']) + [a + ' (rise)' for a in doc.get('assets_rise', {})])})")
-    return 0
+        print(text(doc))
+        if png_file:
+            print(f"\nchart: {png_file} ({chart_note})")

@@ -12,7 +12,8 @@ from .chain import (EV_ATTEMPT, EV_BARK, EV_FLAGGED, EV_KICK, EV_POSITION, EV_RE
 from .market import Market
 
 
-def _logs(url: str, address: str, topic0: str, a: int, b: int) -> list[dict[str, Any]]:
+def _logs(url: str, address: str, topic0: str | list[str], a: int, b: int) -> list[dict[str, Any]]:
+    """The logs of `address` in blocks a..b whose first topic is topic0 (or one of a list)."""
     if a > b:
         return []
     return _local(url, "eth_getLogs", [{"address": address, "fromBlock": hex(a), "toBlock": hex(b), "topics": [topic0]}])
@@ -61,12 +62,6 @@ def aave_bad_debt(m: Market, events: list[dict[str, Any]]) -> tuple[int, list[st
     return total, accounts
 
 
-def _logs_any(url: str, address: str, topics: list[str], a: int, b: int) -> list[dict[str, Any]]:
-    if a > b:
-        return []
-    return _local(url, "eth_getLogs", [{"address": address, "fromBlock": hex(a), "toBlock": hex(b), "topics": [topics]}])
-
-
 def _int(url: str, to: str, sig: str, *args: Any, block: str = "latest") -> int | None:
     v = _uint(url, to, sig, *args, block=block)
     return None if v is None else (v - 2**256 if v >= 2**255 else v)
@@ -108,7 +103,7 @@ def maker_step(m: Market, a: int, b: int, seen: dict[tuple[str, int], dict[str, 
                           "due_rad": int(e["due"]), "block": int(lg["blockNumber"], 16), "tx": lg["transactionHash"]})
             seen.setdefault((e["clip"].lower(), int(e["id"])), {})["due"] = int(e["due"])
     for k in m.ilks:
-        for lg in _logs_any(url, k.clipper, [EV_TAKE.topic0, EV_REDO.topic0, EV_KICK.topic0], a, b):
+        for lg in _logs(url, k.clipper, [EV_TAKE.topic0, EV_REDO.topic0, EV_KICK.topic0], a, b):
             blk = int(lg["blockNumber"], 16)
             if lg["topics"][0] == EV_KICK.topic0:
                 e = EV_KICK.decode(lg)
@@ -165,7 +160,7 @@ def perps_step(m: Market, a: int, b: int, fund_before: dict[str, int]) -> dict[s
     url = m.url
     flags, attempts, closed = [], [], []
     for ad in m.perps:
-        for lg in _logs_any(url, ad.market, [EV_FLAGGED.topic0, EV_ATTEMPT.topic0, EV_POSITION.topic0], a, b):
+        for lg in _logs(url, ad.market, [EV_FLAGGED.topic0, EV_ATTEMPT.topic0, EV_POSITION.topic0], a, b):
             blk, t0 = int(lg["blockNumber"], 16), lg["topics"][0]
             base = {"protocol": ad.name, "block": blk, "tx": lg["transactionHash"]}
             if t0 == EV_FLAGGED.topic0:

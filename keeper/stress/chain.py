@@ -14,13 +14,11 @@ from ..fork import REPO, _local, fund
 
 MAX_CYCLES = 50  # keeper cycles per step at most (the devnet's test cascade needs 38)
 MAX_STEPS = 50
-DEV_CHAIN_ID = 31337
 # anvil's public test account #1: the devnet keeper (local chains only)
 DEVNET_KEEPER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 MOVER = "0x5757e55757E55757e55757E55757e55757e55757"  # the stress account: moves markets and feeds
 ZERO = "0x" + "00" * 20
 LIQ_AAVE = abi.load("AavePool").event("LiquidationCall")
-COVERED = ("aave_v3", "morpho_blue", "maker", "synthetix_perps")
 # Maker / perps events read per step
 EV_BARK = abi.load("MakerDog").event("Bark")
 _CLIP = abi.load("MakerClipper")

@@ -9,7 +9,8 @@ from typing import Any
 
 from .. import abi
 from ..errors import ConfigError
-from .chain import COVERED, DAI_USD_E8, MOVER, RAY, WAD, _addr, _answer, _call, _enc, _send, _uint, give, set_feed
+from ..risk import not_covered
+from .chain import DAI_USD_E8, MOVER, RAY, WAD, _addr, _answer, _call, _enc, _send, _uint, give, set_feed
 
 
 # --- pools -------------------------------------------------------------------------------------
@@ -76,22 +77,16 @@ class Pool:
         if not r0 or not r1 or Fraction(r1, r0) == t10:
             return
         k = r0 * r1
-        if Fraction(r1, r0) > t10:  # token0 too dear: sell token0
-            new0 = math.isqrt(k * t10.denominator // t10.numerator)
-            amt = (new0 - r0) * 1000 // 997
-            if amt <= 0:
-                return
-            give(url, t0, MOVER, amt)
-            _send(url, MOVER, t0, _enc("transfer(address,uint256)", self.address, amt), "pay the pair", 200_000)
-            o0, o1 = 0, amt * 997 * r1 // (r0 * 1000 + amt * 997)
-        else:
-            new1 = math.isqrt(k * t10.numerator // t10.denominator)
-            amt = (new1 - r1) * 1000 // 997
-            if amt <= 0:
-                return
-            give(url, t1, MOVER, amt)
-            _send(url, MOVER, t1, _enc("transfer(address,uint256)", self.address, amt), "pay the pair", 200_000)
-            o0, o1 = amt * 997 * r0 // (r1 * 1000 + amt * 997), 0
+        sell0 = Fraction(r1, r0) > t10  # token0 too dear: sell token0, else token1
+        tin, r_in, r_out = (t0, r0, r1) if sell0 else (t1, r1, r0)
+        new_in = math.isqrt(k * t10.denominator // t10.numerator if sell0 else k * t10.numerator // t10.denominator)
+        amt = (new_in - r_in) * 1000 // 997
+        if amt <= 0:
+            return
+        give(url, tin, MOVER, amt)
+        _send(url, MOVER, tin, _enc("transfer(address,uint256)", self.address, amt), "pay the pair", 200_000)
+        got = amt * 997 * r_out // (r_in * 1000 + amt * 997)
+        o0, o1 = (0, got) if sell0 else (got, 0)
         _send(url, MOVER, self.address, _enc("swap(uint256,uint256,address,bytes)", o0, o1, MOVER, b""),
               f"move {self.describe()}", 500_000)
 
@@ -140,14 +135,15 @@ class PerpsMkt:
 class Market:
     """The asset's token, feeds and pools as the keeper's adapters see them on the fork."""
 
-    def __init__(self, keeper: Any, url: str, asset: str):
+    def __init__(self, keeper: Any, url: str, asset: str, perps_feeds: dict[str, dict[int, str]]):
+        """perps_feeds: perps adapter name -> market id -> its price feed (risk.perps_price_feeds)."""
         self.url = url
         self.symbol = asset.upper()
         self.aave = [a for a in keeper.adapters.values() if a.kind == "aave_v3"]
         self.morpho = [a for a in keeper.adapters.values() if a.kind == "morpho_blue"]
         self.maker = [a for a in keeper.adapters.values() if a.kind == "maker"]
         self.perps = [a for a in keeper.adapters.values() if a.kind == "synthetix_perps"]
-        self.not_covered = sorted(n for n, a in keeper.adapters.items() if a.kind not in COVERED)
+        self.not_covered = not_covered(keeper)
         token, dec, feeds = None, 18, []
         reserves: dict[str, tuple[int, str]] = {}  # token -> (decimals, feed)
         for a in self.aave:
@@ -180,7 +176,7 @@ class Market:
         self.perps_markets = []
         for a in self.perps:
             for pm in a.markets:
-                feed = _addr(url, a.market, "getPriceFeed(uint128)", pm.id)
+                feed = perps_feeds.get(a.name, {}).get(pm.id)
                 if feed and feed.lower() in moved:
                     self.perps_markets.append(PerpsMkt(a, pm.id, pm.symbol, feed))
         self.token, self.decimals, self.feeds, self.reserves = token, dec, feeds, reserves

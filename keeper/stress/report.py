@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from ..risk import _usd
 from .accounting import _series
 from .chain import RAD_PER_USD_E8, WAD_PER_USD_E8
 
 
 # --- output ------------------------------------------------------------------------------------
-
-def _usd(e8: int | None) -> str:
-    return "-" if e8 is None else f"${e8 / 1e8:,.2f}"
-
 
 def _maker_line(x: dict[str, Any], asset: str, decimals: int) -> str:
     return (f"maker: {x['barks']} barks, {x['takes']} takes, {x['redos']} redos, gem sold "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -12,10 +11,11 @@ from typing import Any, Callable
 
 
 from ..errors import ConfigError
-from ..fork import RUN_DIR, ForkAnvil, _local, fund, source_head
+from ..fork import DEV_CHAIN_ID, RUN_DIR, ForkAnvil, _local, close_run, fund, source_head
 from ..redact import redact_url
+from ..risk import COVERED, perps_price_feeds, write_outputs
 from .accounting import _series, _totals, aave_bad_debt, insurance_funds, liquidations, maker_step, perps_step
-from .chain import (COVERED, DEVNET_KEEPER_KEY, DEV_CHAIN_ID, MAX_ADVANCE_S, MAX_CYCLES, MAX_STEPS, MOVER,
+from .chain import (DEVNET_KEEPER_KEY, MAX_ADVANCE_S, MAX_CYCLES, MAX_STEPS, MOVER,
                     PERPS_WINDOWS, TIME_STEP_S, _CLIP, _answer, _call, _enc, _uint)
 from .market import Market, Pool
 from .report import png, table
@@ -168,7 +168,8 @@ async def stress(config_path: str | Path, asset: str, path: list[Fraction], *, i
         os.environ[key_env] = env[key_env]  # the executor reads the key from the process environment
         keeper = Keeper(cfg, dry_run=False, log=log, record=False)
         await keeper.start()
-        m = Market(keeper, url, asset)
+        m = Market(keeper, url, asset, {a.name: await perps_price_feeds(a) for a in keeper.adapters.values()
+                                        if a.kind == "synthetix_perps"})
         pools = m.discover_pools(cfg)
         deepest = max(pools, key=lambda p: p.depth(url)) if pools else None
         doc: dict[str, Any] = {
@@ -249,13 +250,9 @@ async def stress(config_path: str | Path, asset: str, path: list[Fraction], *, i
         return doc
     finally:
         try:
-            if keeper is not None:
-                await keeper.close()
+            # the node's log is kept only when something went wrong
+            await close_run(keeper, node, tmp, keep_log=not ok)
         finally:
-            node.stop()
-            tmp.cleanup()
-            if ok:  # the node's log is kept only when something went wrong
-                node.log_path.unlink(missing_ok=True)
             if saved_key is None:
                 os.environ.pop(key_env, None)
             else:
@@ -270,14 +267,6 @@ async def main(args: Any) -> int:
         raise ConfigError(f"--path: {e}") from None
     doc = await stress(args.config, args.asset, path, impact=args.impact == "on", fork_url=args.fork_url,
                        max_cycles=args.cycles)
-    if args.png:
-        with open(args.png, "wb") as f:
-            f.write(png(doc))
-        doc["png"] = str(args.png)
-    if args.json:
-        print(json.dumps(doc, indent=1, default=str))
-    else:
-        print(table(doc))
-        if args.png:
-            print(f"\nchart: {args.png} (cumulative USD after each step: volume liquidated, bad debt, keeper PnL)")
+    write_outputs(doc, args.png, args.json, png, table,
+                  "cumulative USD after each step: volume liquidated, bad debt, keeper PnL")
     return 0
